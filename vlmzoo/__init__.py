@@ -1,0 +1,34 @@
+"""vlmzoo: PaliGemma and PaliGemma 2 in every public size, built from typed configs and plugins.
+
+>>> import vlmzoo
+>>> model = vlmzoo.build("paligemma2-224", device="meta")
+"""
+
+from vlmzoo.checkpoints import CheckpointMismatchError, CheckpointNotFoundError, from_pretrained
+from vlmzoo.config import DecoderConfig, PaliGemmaConfig, ProjectorConfig, VisionConfig
+from vlmzoo.hookspecs import hookimpl
+from vlmzoo.model import PaliGemma, PaliGemmaOutput
+from vlmzoo.plugins import get_registries, list_plugins
+from vlmzoo.zoo import UnknownModelError, Variant, build, get_config, list_models
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointMismatchError",
+    "CheckpointNotFoundError",
+    "DecoderConfig",
+    "PaliGemma",
+    "PaliGemmaConfig",
+    "PaliGemmaOutput",
+    "ProjectorConfig",
+    "UnknownModelError",
+    "Variant",
+    "VisionConfig",
+    "build",
+    "from_pretrained",
+    "get_config",
+    "get_registries",
+    "hookimpl",
+    "list_models",
+    "list_plugins",
+]

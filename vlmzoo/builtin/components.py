@@ -1,0 +1,27 @@
+"""Built-in components: attention kernels, norms, MLPs, decoder blocks, the SigLIP encoder."""
+
+from vlmzoo.components import (
+    EagerAttention,
+    GatedGeluMLP,
+    GeluMLP,
+    Gemma2Block,
+    GemmaBlock,
+    GemmaRMSNorm,
+    LayerNorm,
+    SdpaAttention,
+    SiglipVisionEncoder,
+)
+from vlmzoo.hookspecs import hookimpl
+
+
+@hookimpl
+def register_components(registry):
+    registry.attention.register("sdpa", SdpaAttention)
+    registry.attention.register("eager", EagerAttention)
+    registry.norm.register("layer_norm", LayerNorm)
+    registry.norm.register("rms_norm", GemmaRMSNorm)
+    registry.mlp.register("gelu", GeluMLP)
+    registry.mlp.register("gated_gelu", GatedGeluMLP)
+    registry.decoder_block.register("gemma", GemmaBlock)
+    registry.decoder_block.register("gemma2", Gemma2Block)
+    registry.vision_encoder.register("siglip", SiglipVisionEncoder)

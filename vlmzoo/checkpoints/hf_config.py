@@ -1,0 +1,241 @@
+"""Convert between Hugging Face ``config.json`` (PaliGemma / PaliGemma 2) and `PaliGemmaConfig`.
+
+Hub files are sparse: a missing key means the default of the transformers config class it belongs
+to, so those defaults are written out here, per model type.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vlmzoo.config import DecoderConfig, PaliGemmaConfig, ProjectorConfig, VisionConfig
+
+# Used when the whole sub-config is absent (PaliGemmaConfig's own defaults).
+_PALIGEMMA_VISION = {
+    "hidden_size": 1152,
+    "intermediate_size": 4096,
+    "patch_size": 14,
+    "image_size": 224,
+    "num_hidden_layers": 27,
+    "num_attention_heads": 16,
+}
+_PALIGEMMA_TEXT = {
+    "model_type": "gemma",
+    "hidden_size": 2048,
+    "num_hidden_layers": 18,
+    "intermediate_size": 16384,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 1,
+    "vocab_size": 257152,
+}
+# Used for keys missing inside a sub-config (the defaults of its model type's config class).
+_SIGLIP_DEFAULTS = {
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "num_channels": 3,
+    "image_size": 224,
+    "patch_size": 16,
+    "layer_norm_eps": 1e-6,
+    "hidden_act": "gelu_pytorch_tanh",
+}
+_TEXT_DEFAULTS = {
+    "gemma": {"vocab_size": 256000, "hidden_size": 3072, "intermediate_size": 24576, "num_hidden_layers": 28,
+              "num_attention_heads": 16, "num_key_value_heads": 16, "head_dim": 256, "max_position_embeddings": 8192,
+              "rms_norm_eps": 1e-6, "query_pre_attn_scalar": None, "sliding_window": None,
+              "attn_logit_softcapping": None, "final_logit_softcapping": None},
+    "gemma2": {"vocab_size": 256000, "hidden_size": 2304, "intermediate_size": 9216, "num_hidden_layers": 26,
+               "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 256, "max_position_embeddings": 8192,
+               "rms_norm_eps": 1e-6, "query_pre_attn_scalar": 256, "sliding_window": 4096,
+               "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0},
+}  # fmt: skip
+_BLOCKS = {"gemma": "gemma", "gemma2": "gemma2"}
+_TANH_GELUS = {"gelu_pytorch_tanh", "gelu_new", "gelu_fast", "gelu"}  # Gemma's legacy "gelu" means tanh
+
+
+class ConfigConversionError(ValueError):
+    """A config.json that does not describe a model vlmzoo can build."""
+
+
+def _activation(section: str, value: Any) -> None:
+    if value is not None and value not in _TANH_GELUS:
+        raise ConfigConversionError(
+            f"{section} activation {value!r} is not supported; PaliGemma uses the tanh GELU (gelu_pytorch_tanh)"
+        )
+
+
+def _rope_theta(text: dict[str, Any]) -> float:
+    params = text.get("rope_parameters") or text.get("rope_scaling") or {}
+    if params and "rope_type" not in params and all(isinstance(v, dict) for v in params.values()):
+        thetas = {v.get("rope_theta") for v in params.values()}
+        if len(thetas) != 1:
+            raise ConfigConversionError(
+                f"per-layer rope_parameters with different thetas are not supported: {params}"
+            )
+        params = next(iter(params.values()))
+    rope_type = params.get("rope_type", params.get("type", "default"))
+    if rope_type != "default":
+        raise ConfigConversionError(
+            f"rope_type {rope_type!r} is not supported; PaliGemma uses the default RoPE"
+        )
+    return float(params.get("rope_theta", text.get("rope_theta", 10000.0)))
+
+
+def config_from_hf(data: dict[str, Any], name: str | None = None) -> PaliGemmaConfig:
+    """Build a `PaliGemmaConfig` from the dict of a Hugging Face PaliGemma ``config.json``."""
+    model_type = data.get("model_type", "paligemma")
+    if model_type != "paligemma":
+        raise ConfigConversionError(
+            f"config.json has model_type {model_type!r}; vlmzoo loads PaliGemma checkpoints (model_type 'paligemma')"
+        )
+    vision_in = data.get("vision_config")
+    vision_raw = {**_SIGLIP_DEFAULTS, **(_PALIGEMMA_VISION if vision_in is None else vision_in)}
+    text_in = data.get("text_config")
+    text_raw = dict(_PALIGEMMA_TEXT if text_in is None else text_in)
+    text_type = text_raw.get("model_type", "gemma")
+    if text_type not in _TEXT_DEFAULTS:
+        raise ConfigConversionError(
+            f"text_config.model_type {text_type!r} is not supported; expected one of {sorted(_TEXT_DEFAULTS)}"
+        )
+    text = {**_TEXT_DEFAULTS[text_type], **text_raw}
+    _activation("vision_config", vision_raw.get("hidden_act"))
+    _activation("text_config", text.get("hidden_activation") or text.get("hidden_act"))
+    if text.get("attention_bias"):
+        raise ConfigConversionError("text_config.attention_bias=true is not supported by Gemma decoders")
+    image_size, patch_size = vision_raw["image_size"], vision_raw["patch_size"]
+    if isinstance(image_size, (list, tuple)):
+        image_size = _square("image_size", image_size)
+    if isinstance(patch_size, (list, tuple)):
+        patch_size = _square("patch_size", patch_size)
+    vision = VisionConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        num_channels=vision_raw["num_channels"],
+        hidden_size=vision_raw["hidden_size"],
+        intermediate_size=vision_raw["intermediate_size"],
+        num_layers=vision_raw["num_hidden_layers"],
+        num_heads=vision_raw["num_attention_heads"],
+        layer_norm_eps=vision_raw["layer_norm_eps"],
+    )
+    layer_types = text.get("layer_types")
+    decoder = DecoderConfig(
+        block=_BLOCKS[text_type],
+        vocab_size=text["vocab_size"],
+        hidden_size=text["hidden_size"],
+        intermediate_size=text["intermediate_size"],
+        num_layers=text["num_hidden_layers"],
+        num_heads=text["num_attention_heads"],
+        num_kv_heads=text.get("num_key_value_heads") or text["num_attention_heads"],
+        head_dim=text.get("head_dim") or text["hidden_size"] // text["num_attention_heads"],
+        query_pre_attn_scalar=text["query_pre_attn_scalar"],
+        attn_logit_softcap=text["attn_logit_softcapping"],
+        final_logit_softcap=text["final_logit_softcapping"],
+        sliding_window=text["sliding_window"],
+        layer_types=tuple(layer_types) if layer_types and text["sliding_window"] is not None else None,
+        rope_theta=_rope_theta(text),
+        rms_norm_eps=text["rms_norm_eps"],
+        max_position_embeddings=text["max_position_embeddings"],
+        tie_word_embeddings=text.get("tie_word_embeddings", data.get("tie_word_embeddings", True)),
+    )
+    image_token = data.get("image_token_index", data.get("image_token_id", 256000))
+    return PaliGemmaConfig(
+        name=name,
+        vision=vision,
+        projector=ProjectorConfig(input_size=vision.hidden_size, output_size=decoder.hidden_size),
+        decoder=decoder,
+        image_token_id=image_token,
+        pad_token_id=_first(data, text, "pad_token_id", 0),
+        bos_token_id=_first(data, text, "bos_token_id", 2),
+        eos_token_id=_first(data, text, "eos_token_id", 1),
+    )
+
+
+def _square(field: str, value: list[int] | tuple[int, ...]) -> int:
+    if len(set(value)) != 1:
+        raise ConfigConversionError(f"vision_config.{field}={list(value)} must be square")
+    return int(value[0])
+
+
+def _first(top: dict[str, Any], text: dict[str, Any], key: str, default: int) -> int:
+    for source in (text, top):
+        value = source.get(key)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if value is not None:
+            return int(value)
+    return default
+
+
+def config_to_hf(config: PaliGemmaConfig, dtype: str = "float32") -> dict[str, Any]:
+    """The ``config.json`` dict transformers' PaliGemmaForConditionalGeneration loads."""
+    vision, decoder = config.vision, config.decoder
+    text: dict[str, Any] = {
+        "model_type": decoder.block,
+        "vocab_size": decoder.vocab_size,
+        "hidden_size": decoder.hidden_size,
+        "intermediate_size": decoder.intermediate_size,
+        "num_hidden_layers": decoder.num_layers,
+        "num_attention_heads": decoder.num_heads,
+        "num_key_value_heads": decoder.num_kv_heads,
+        "head_dim": decoder.head_dim,
+        "max_position_embeddings": decoder.max_position_embeddings,
+        "rms_norm_eps": decoder.rms_norm_eps,
+        "rope_theta": decoder.rope_theta,
+        "rope_parameters": {"rope_type": "default", "rope_theta": decoder.rope_theta},
+        "attention_bias": False,
+        "tie_word_embeddings": decoder.tie_word_embeddings,
+        "num_image_tokens": config.num_image_tokens,
+        "pad_token_id": config.pad_token_id,
+        "bos_token_id": config.bos_token_id,
+        "eos_token_id": config.eos_token_id,
+        "dtype": dtype,
+    }
+    if decoder.block == "gemma2":
+        text.update(
+            hidden_activation="gelu_pytorch_tanh",
+            query_pre_attn_scalar=decoder.query_pre_attn_scalar or decoder.head_dim,
+            attn_logit_softcapping=decoder.attn_logit_softcap,
+            final_logit_softcapping=decoder.final_logit_softcap,
+            sliding_window=decoder.sliding_window,
+            layer_types=[
+                "full_attention" if decoder.window_of(i) is None else "sliding_attention"
+                for i in range(decoder.num_layers)
+            ],
+        )
+    else:
+        if decoder.sliding_window or decoder.attn_logit_softcap or decoder.final_logit_softcap:
+            raise ConfigConversionError(
+                "a Gemma 1 decoder with a sliding window or soft-caps has no Hugging Face equivalent; use block='gemma2'"
+            )
+        if decoder.query_pre_attn_scalar not in (None, decoder.head_dim):
+            raise ConfigConversionError("a Gemma 1 decoder scales attention by head_dim^-0.5 in Hugging Face")
+        text["hidden_act"] = "gelu_pytorch_tanh"
+    return {
+        "architectures": ["PaliGemmaForConditionalGeneration"],
+        "model_type": "paligemma",
+        "dtype": dtype,
+        "image_token_index": config.image_token_id,
+        "pad_token_id": config.pad_token_id,
+        "bos_token_id": config.bos_token_id,
+        "eos_token_id": config.eos_token_id,
+        "hidden_size": decoder.hidden_size,
+        "projection_dim": decoder.hidden_size,
+        "tie_word_embeddings": decoder.tie_word_embeddings,
+        "text_config": text,
+        "vision_config": {
+            "model_type": "siglip_vision_model",
+            "hidden_size": vision.hidden_size,
+            "intermediate_size": vision.intermediate_size,
+            "num_hidden_layers": vision.num_layers,
+            "num_attention_heads": vision.num_heads,
+            "num_channels": vision.num_channels,
+            "image_size": vision.image_size,
+            "patch_size": vision.patch_size,
+            "layer_norm_eps": vision.layer_norm_eps,
+            "hidden_act": "gelu_pytorch_tanh",
+            "projection_dim": decoder.hidden_size,
+            "num_image_tokens": config.num_image_tokens,
+            "vision_use_head": False,
+        },
+    }

@@ -1,0 +1,60 @@
+"""Find a checkpoint: a local directory as is, or a hub repo id fetched through huggingface_hub.
+
+huggingface_hub brings its cache, ``HF_HUB_OFFLINE``, ``HF_TOKEN`` for gated repos, and revisions.
+Only safetensors, JSON and tokenizer files are fetched: never pickled weights.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+WEIGHT_PATTERNS = ["*.safetensors", "*.safetensors.index.json"]
+CONFIG_PATTERNS = ["*.json", "tokenizer.model"]
+
+
+class CheckpointNotFoundError(FileNotFoundError):
+    """Neither a local directory nor a reachable hub repository."""
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or name.count("/") != 1 or "\\" in name
+
+
+def resolve(
+    path_or_repo_id: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    weights: bool = True,
+) -> Path:
+    """A local directory holding the checkpoint files (downloading them from the hub if needed)."""
+    name = os.fspath(path_or_repo_id)
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return local
+    if local.exists():
+        raise CheckpointNotFoundError(
+            f"{name} is a file; pass the checkpoint's directory (holding config.json)"
+        )
+    if _looks_like_path(name):
+        raise CheckpointNotFoundError(
+            f"{name!r} is not a directory, nor a hub repo id of the form 'owner/name' "
+            "(e.g. 'google/paligemma2-3b-mix-224')"
+        )
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    patterns = CONFIG_PATTERNS + (WEIGHT_PATTERNS if weights else [])
+    try:
+        return Path(snapshot_download(name, revision=revision, token=token, allow_patterns=patterns))
+    except LocalEntryNotFoundError as exc:
+        raise CheckpointNotFoundError(
+            f"{name!r} is not in the local Hugging Face cache and cannot be downloaded now "
+            f"(offline, or no network): {exc}. Download it once with network access, or pass a local directory."
+        ) from exc
+    except HfHubHTTPError as exc:
+        raise CheckpointNotFoundError(
+            f"could not fetch {name!r} (revision {revision or 'main'}) from the hub: {exc}. For gated models "
+            "such as PaliGemma, accept the licence on the model page and set HF_TOKEN."
+        ) from exc

@@ -1,0 +1,166 @@
+"""Load Hugging Face PaliGemma checkpoints (safetensors only) into vlmzoo models.
+
+The model is built on the meta device, each tensor is read, cast to the target dtype and device,
+and assigned in place of its meta parameter: the weights are never held twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from vlmzoo.checkpoints.hf_config import config_from_hf
+from vlmzoo.checkpoints.hub import CheckpointNotFoundError, resolve
+from vlmzoo.checkpoints.keys import to_vlmzoo_key
+from vlmzoo.checkpoints.safetensors_io import DTYPES, iter_tensors, read_header
+from vlmzoo.dtypes import resolve_dtype
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
+TIED_HEAD = "language_model.lm_head.weight"
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint's tensors do not fit the model its config describes."""
+
+    def __init__(self, missing: list[str], unexpected: list[str], mis_shaped: list[str]) -> None:
+        self.missing, self.unexpected, self.mis_shaped = missing, unexpected, mis_shaped
+        lines = ["the checkpoint does not fit the model its config.json describes:"]
+        for title, keys in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", mis_shaped)):
+            if keys:
+                shown = ", ".join(keys[:20]) + (f", ... ({len(keys) - 20} more)" if len(keys) > 20 else "")
+                lines.append(f"  {len(keys)} {title} key(s): {shown}")
+        lines.append("Check that config.json belongs to these weights, or re-save them with save_pretrained.")
+        super().__init__("\n".join(lines))
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The safetensors files of a checkpoint directory, checking that an index's shards are all there."""
+    index = directory / INDEX_FILE
+    if index.is_file():
+        weight_map = json.loads(index.read_text()).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise CheckpointNotFoundError(f"{index} has no 'weight_map'; the index file is damaged")
+        shards = sorted(set(weight_map.values()))
+        missing = [name for name in shards if not (directory / name).is_file()]
+        if missing:
+            raise CheckpointNotFoundError(
+                f"{directory} is missing {len(missing)} of the {len(shards)} shards that {INDEX_FILE} lists: "
+                f"{', '.join(missing)}. Download the checkpoint again (an interrupted download leaves gaps)."
+            )
+        return [directory / name for name in shards]
+    if (directory / SINGLE_FILE).is_file():
+        return [directory / SINGLE_FILE]
+    found = sorted(directory.glob("*.safetensors"))
+    if found:
+        return found
+    pickles = [name for name in PICKLE_FILES if (directory / name).exists()]
+    if pickles:
+        raise CheckpointNotFoundError(
+            f"{directory} holds only pickled weights ({', '.join(pickles)}); vlmzoo never loads pickles, which can "
+            "run arbitrary code. Convert them to safetensors, or use the hub's safetensors revision."
+        )
+    raise CheckpointNotFoundError(
+        f"{directory} holds no weights: expected {SINGLE_FILE}, or {INDEX_FILE} with its shards"
+    )
+
+
+def read_config(directory: Path, name: str | None = None):
+    path = directory / "config.json"
+    if not path.is_file():
+        present = ", ".join(sorted(p.name for p in directory.iterdir())[:10]) or "nothing"
+        raise CheckpointNotFoundError(
+            f"{directory} is not a PaliGemma checkpoint: it has no config.json (it holds {present}). Point to the "
+            "directory that holds config.json and model.safetensors."
+        )
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    return config_from_hf(data, name=name), data
+
+
+def _checkpoint_dtype(config_data: dict, files: list[Path]) -> torch.dtype:
+    named = config_data.get("dtype") or config_data.get("torch_dtype")
+    if isinstance(named, str) and named != "auto":
+        return resolve_dtype(named)
+    for entry in read_header(files[0])[0].values():
+        dtype = DTYPES.get(entry["dtype"])
+        if dtype is not None and dtype.is_floating_point:
+            return dtype
+    return torch.float32
+
+
+def _plan(files: Iterable[Path], expected: dict[str, torch.Size], tied: bool) -> dict[Path, dict[str, str]]:
+    """Map each file's keys to parameter names, raising one error that lists every mismatch."""
+    plan: dict[Path, dict[str, str]] = {}
+    found: set[str] = set()
+    unexpected, mis_shaped = [], []
+    for path in files:
+        plan[path] = {}
+        for key, entry in read_header(path)[0].items():
+            name = to_vlmzoo_key(key)
+            if name == TIED_HEAD and tied:
+                continue
+            if name not in expected:
+                unexpected.append(key)
+            elif tuple(entry["shape"]) != tuple(expected[name]):
+                mis_shaped.append(f"{key} (checkpoint {list(entry['shape'])}, model {list(expected[name])})")
+            else:
+                plan[path][key] = name
+                found.add(name)
+    missing = sorted(set(expected) - found - {n.split(" ")[0] for n in mis_shaped})
+    if missing or unexpected or mis_shaped:
+        raise CheckpointMismatchError(missing, sorted(unexpected), sorted(mis_shaped))
+    return plan
+
+
+def from_pretrained(
+    path_or_repo_id: str | os.PathLike,
+    *,
+    revision: str | None = None,
+    dtype: torch.dtype | str | None = None,
+    device: torch.device | str | None = None,
+    token: str | bool | None = None,
+    progress: bool | None = None,
+    registries=None,
+):
+    """Load a PaliGemma or PaliGemma 2 checkpoint from a local directory or a hub repo id.
+
+    ``dtype`` defaults to the checkpoint's own; ``device`` to the CPU. Weights are cast as they are
+    assigned. Raises `CheckpointMismatchError` (naming the keys) when weights and config disagree.
+    """
+    from vlmzoo.zoo import build
+
+    directory = resolve(path_or_repo_id, revision=revision, token=token)
+    config, config_data = read_config(directory, name=os.fspath(path_or_repo_id))
+    files = weight_files(directory)
+    target_dtype = resolve_dtype(dtype) or _checkpoint_dtype(config_data, files)
+    target_device = torch.device(device) if device is not None else torch.device("cpu")
+    model = build(config, device="meta", dtype=target_dtype, registries=registries)
+    expected = {name: tensor.shape for name, tensor in model.state_dict().items()}
+    plan = _plan(files, expected, tied=config.decoder.tie_word_embeddings)
+    state: dict[str, torch.Tensor] = {}
+    total = sum(len(keys) for keys in plan.values())
+    with tqdm(
+        total=total, desc="Loading weights", unit="tensor", disable=None if progress is None else not progress
+    ) as bar:
+        for path, keys in plan.items():
+            for key, tensor in iter_tensors(path, set(keys)):
+                name = keys[key]
+                state[name] = tensor.to(device=target_device, dtype=_dtype_for(tensor, target_dtype))
+                del tensor
+                bar.update()
+    model.load_state_dict(state, strict=True, assign=True)
+    model.name_or_path = os.fspath(path_or_repo_id)
+    return model.eval()
+
+
+def _dtype_for(tensor: torch.Tensor, target: torch.dtype) -> torch.dtype:
+    return target if tensor.is_floating_point() else tensor.dtype

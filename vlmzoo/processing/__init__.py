@@ -1,0 +1,17 @@
+"""Turn images and prompts into PaliGemma inputs (and token ids back into text), without transformers."""
+
+from .images import ImageInput, ImageLoadError, load_image, preprocess_images, to_rgb_array
+from .processor import EXTRA_TOKENS, IGNORE_INDEX, BatchEncoding, PaliGemmaProcessor, load_processor
+
+__all__ = [
+    "EXTRA_TOKENS",
+    "IGNORE_INDEX",
+    "BatchEncoding",
+    "ImageInput",
+    "ImageLoadError",
+    "PaliGemmaProcessor",
+    "load_image",
+    "load_processor",
+    "preprocess_images",
+    "to_rgb_array",
+]

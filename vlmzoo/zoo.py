@@ -1,0 +1,130 @@
+"""The zoo: named variants from the registry, and one builder that turns a config into a model."""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from vlmzoo.components.norm import GemmaRMSNorm
+from vlmzoo.config import PaliGemmaConfig
+from vlmzoo.dtypes import default_dtype, resolve_dtype
+from vlmzoo.registry import Registries, UnknownKeyError, close_matches
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named architecture in the zoo; aliases are extra names that resolve to it."""
+
+    name: str
+    config: PaliGemmaConfig
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+
+
+class UnknownModelError(UnknownKeyError):
+    """A model name that no variant or alias matches."""
+
+
+def _registries(registries: Registries | None) -> Registries:
+    if registries is not None:
+        return registries
+    from vlmzoo.plugins import get_registries
+
+    return get_registries()
+
+
+def _variants(registries: Registries) -> dict[str, Variant]:
+    found = {}
+    for entry in registries.variant.entries():
+        value = entry.value
+        found[entry.key] = value if isinstance(value, Variant) else Variant(entry.key, value)
+    return found
+
+
+def _aliases(variants: dict[str, Variant]) -> dict[str, str]:
+    aliases: dict[str, str] = {}
+    for variant in variants.values():
+        for alias in variant.aliases:
+            taken = aliases.get(alias) or (alias if alias in variants else None)
+            if taken and taken != variant.name:
+                raise ValueError(f"model alias {alias!r} of {variant.name!r} is already taken by {taken!r}")
+            aliases[alias] = variant.name
+    return aliases
+
+
+def list_models(pattern: str | None = None, *, registries: Registries | None = None) -> list[str]:
+    """Canonical variant names, sorted; ``pattern`` filters with shell wildcards (``"paligemma2-*"``)."""
+    names = sorted(_variants(_registries(registries)))
+    return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+
+def get_variant(name: str, *, registries: Registries | None = None) -> Variant:
+    """The variant called ``name`` or one of its aliases."""
+    variants = _variants(_registries(registries))
+    canonical = _aliases(variants).get(name, name)
+    if canonical not in variants:
+        known = sorted(variants) + sorted(_aliases(variants))
+        hint = close_matches(name, known)
+        suggestion = f" Did you mean {', '.join(map(repr, hint))}?" if hint else ""
+        raise UnknownModelError(
+            f"unknown model {name!r}.{suggestion} See vlmzoo.list_models() for every name, or load a "
+            "checkpoint with vlmzoo.from_pretrained()."
+        )
+    return variants[canonical]
+
+
+def get_config(name: str, *, registries: Registries | None = None) -> PaliGemmaConfig:
+    """The frozen config of a named variant (aliases resolve to their canonical variant)."""
+    return get_variant(name, registries=registries).config
+
+
+def build(
+    model: str | PaliGemmaConfig,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | str | None = None,
+    seed: int | None = None,
+    registries: Registries | None = None,
+    **overrides,
+):
+    """Build a randomly initialised model from a variant name or a config.
+
+    ``device="meta"`` allocates nothing, so any size builds instantly (for inspection, or to load
+    weights into with ``load_state_dict(assign=True)``). ``overrides`` change the config first:
+    ``build("paligemma2-224", decoder={"num_layers": 2})`` or ``decoder__num_layers=2``.
+    """
+    from vlmzoo.model.paligemma import PaliGemma
+
+    registries = _registries(registries)
+    config = model if isinstance(model, PaliGemmaConfig) else get_config(model, registries=registries)
+    if not isinstance(model, (str, PaliGemmaConfig)):
+        raise TypeError(f"build() takes a model name or a PaliGemmaConfig, got {type(model).__name__}")
+    if overrides:
+        config = config.with_overrides(overrides)
+    with torch.device("meta"), default_dtype(resolve_dtype(dtype)):
+        module = PaliGemma(config, registries)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if device.type == "meta":
+        return module
+    module.to_empty(device=device)
+    generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
+    init_weights(module, generator=generator)
+    return module.eval()
+
+
+@torch.no_grad()
+def init_weights(module: nn.Module, std: float = 0.02, generator: torch.Generator | None = None) -> None:
+    """Random init in the style of the reference: normal weights, zero biases, identity norms."""
+    for sub in module.modules():
+        if isinstance(sub, (nn.Linear, nn.Conv2d, nn.Embedding)):
+            sub.weight.normal_(0.0, std, generator=generator)
+            if getattr(sub, "bias", None) is not None:
+                sub.bias.zero_()
+        elif isinstance(sub, nn.LayerNorm):
+            sub.weight.fill_(1.0)
+            sub.bias.zero_()
+        elif isinstance(sub, GemmaRMSNorm):
+            sub.weight.zero_()
