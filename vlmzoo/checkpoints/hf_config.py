@@ -206,7 +206,7 @@ def config_to_hf(config: PaliGemmaConfig, dtype: str = "float32") -> dict[str, A
     else:
         if decoder.sliding_window or decoder.attn_logit_softcap or decoder.final_logit_softcap:
             raise ConfigConversionError(
-                "a Gemma 1 decoder with a sliding window or soft-caps has no Hugging Face equivalent; use block='gemma2'"
+                "a Gemma 1 decoder with a sliding window or soft-caps has no Hugging Face form; use block='gemma2'"
             )
         if decoder.query_pre_attn_scalar not in (None, decoder.head_dim):
             raise ConfigConversionError("a Gemma 1 decoder scales attention by head_dim^-0.5 in Hugging Face")
