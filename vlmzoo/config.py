@@ -119,9 +119,7 @@ class DecoderConfig(_Frozen):
                     f"{self.num_layers}; give one entry per layer"
                 )
             if "sliding_attention" in self.layer_types and self.sliding_window is None:
-                raise ValueError(
-                    "decoder.layer_types names sliding layers but decoder.sliding_window is None"
-                )
+                raise ValueError("decoder.layer_types names sliding layers but decoder.sliding_window is None")
         return self
 
     @property

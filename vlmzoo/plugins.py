@@ -28,6 +28,7 @@ HOOKS = ("register_components", "register_variants", "register_samplers", "regis
 BUILTIN_PLUGINS = (
     "vlmzoo.builtin.components",
     "vlmzoo.builtin.variants",
+    "vlmzoo.builtin.samplers",
 )
 
 
@@ -81,9 +82,7 @@ def _version_of(distribution: str) -> str | None:
 
 def _sources(strict: bool) -> list[_Source]:
     version = _version_of("vlmzoo")
-    sources = [
-        _Source(name, "vlmzoo", version, plugin=importlib.import_module(name)) for name in BUILTIN_PLUGINS
-    ]
+    sources = [_Source(name, "vlmzoo", version, plugin=importlib.import_module(name)) for name in BUILTIN_PLUGINS]
     disabled = _disabled_from_env()
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = ep.dist.name if ep.dist is not None else "unknown"
@@ -131,7 +130,7 @@ def _build(strict: bool) -> tuple[Registries, list[PluginInfo]]:
         except Exception as exc:  # noqa: BLE001
             if source.name in BUILTIN_PLUGINS:
                 raise
-            info.error = f"failed while registering: {type(exc).__name__}: {exc}"
+            info.error = source.error = f"failed while registering: {type(exc).__name__}: {exc}"
             _report(source, strict, exc)
     return registries, infos
 

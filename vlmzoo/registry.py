@@ -150,7 +150,7 @@ class OwnedRegistries:
                 self._target[kind].register(key, value, owner=self._owner)
                 done.append((kind, key))
                 added.setdefault(kind, []).append(key)
-        except RegistryError:
+        except Exception:  # a bad key (ValueError) must not leave earlier entries behind either
             for kind, key in done:
                 self._target[kind].unregister(key)
             raise

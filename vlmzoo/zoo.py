@@ -98,10 +98,10 @@ def build(
     """
     from vlmzoo.model.paligemma import PaliGemma
 
-    registries = _registries(registries)
-    config = model if isinstance(model, PaliGemmaConfig) else get_config(model, registries=registries)
     if not isinstance(model, (str, PaliGemmaConfig)):
         raise TypeError(f"build() takes a model name or a PaliGemmaConfig, got {type(model).__name__}")
+    registries = _registries(registries)
+    config = model if isinstance(model, PaliGemmaConfig) else get_config(model, registries=registries)
     if overrides:
         config = config.with_overrides(overrides)
     with torch.device("meta"), default_dtype(resolve_dtype(dtype)):
@@ -117,7 +117,10 @@ def build(
 
 @torch.no_grad()
 def init_weights(module: nn.Module, std: float = 0.02, generator: torch.Generator | None = None) -> None:
-    """Random init in the style of the reference: normal weights, zero biases, identity norms."""
+    """Random init in the style of the reference: normal weights, zero biases, identity norms.
+
+    Modules of other types (a plugin's components) are initialised by their ``reset_parameters()``.
+    """
     for sub in module.modules():
         if isinstance(sub, (nn.Linear, nn.Conv2d, nn.Embedding)):
             sub.weight.normal_(0.0, std, generator=generator)
@@ -128,3 +131,6 @@ def init_weights(module: nn.Module, std: float = 0.02, generator: torch.Generato
             sub.bias.zero_()
         elif isinstance(sub, GemmaRMSNorm):
             sub.weight.zero_()
+        elif callable(getattr(sub, "reset_parameters", None)):
+            # A plugin's own component: after to_empty() its parameters hold garbage until reset.
+            sub.reset_parameters()

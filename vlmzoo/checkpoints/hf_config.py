@@ -70,15 +70,11 @@ def _rope_theta(text: dict[str, Any]) -> float:
     if params and "rope_type" not in params and all(isinstance(v, dict) for v in params.values()):
         thetas = {v.get("rope_theta") for v in params.values()}
         if len(thetas) != 1:
-            raise ConfigConversionError(
-                f"per-layer rope_parameters with different thetas are not supported: {params}"
-            )
+            raise ConfigConversionError(f"per-layer rope_parameters with different thetas are not supported: {params}")
         params = next(iter(params.values()))
     rope_type = params.get("rope_type", params.get("type", "default"))
     if rope_type != "default":
-        raise ConfigConversionError(
-            f"rope_type {rope_type!r} is not supported; PaliGemma uses the default RoPE"
-        )
+        raise ConfigConversionError(f"rope_type {rope_type!r} is not supported; PaliGemma uses the default RoPE")
     return float(params.get("rope_theta", text.get("rope_theta", 10000.0)))
 
 

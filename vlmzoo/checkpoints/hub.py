@@ -34,9 +34,7 @@ def resolve(
     if local.is_dir():
         return local
     if local.exists():
-        raise CheckpointNotFoundError(
-            f"{name} is a file; pass the checkpoint's directory (holding config.json)"
-        )
+        raise CheckpointNotFoundError(f"{name} is a file; pass the checkpoint's directory (holding config.json)")
     if _looks_like_path(name):
         raise CheckpointNotFoundError(
             f"{name!r} is not a directory, nor a hub repo id of the form 'owner/name' "

@@ -38,9 +38,7 @@ def read_header(path: str | Path) -> tuple[dict[str, dict[str, Any]], int]:
         try:
             header = json.loads(handle.read(size))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise SafetensorsError(
-                f"{path} is not a safetensors file: its header is not JSON ({exc})"
-            ) from None
+            raise SafetensorsError(f"{path} is not a safetensors file: its header is not JSON ({exc})") from None
     header.pop("__metadata__", None)
     return header, 8 + size
 
@@ -67,8 +65,6 @@ def iter_tensors(path: str | Path, keys: set[str] | None = None) -> Iterator[tup
             while read < len(view):
                 got = handle.readinto(view[read:])
                 if not got:
-                    raise SafetensorsError(
-                        f"{path} is truncated: tensor {key!r} ends past the end of the file"
-                    )
+                    raise SafetensorsError(f"{path} is truncated: tensor {key!r} ends past the end of the file")
                 read += got
             yield key, buffer.view(DTYPES[entry["dtype"]]).reshape(entry["shape"])

@@ -68,9 +68,7 @@ class Attention(nn.Module):
         out = self.attend(q, k, v, mask)
         return self.o_proj(out.transpose(1, 2).reshape(batch, length, self.num_heads * self.head_dim))
 
-    def attend(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
-    ) -> torch.Tensor:
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Explicit attention; grouped query heads share their key/value head without copying it."""
         batch, heads, length, dim = q.shape
         groups = heads // self.num_kv_heads
@@ -91,9 +89,7 @@ class EagerAttention(Attention):
 class SdpaAttention(Attention):
     """PyTorch's fused scaled-dot-product kernel, falling back to the math path under a soft-cap."""
 
-    def attend(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
-    ) -> torch.Tensor:
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if self.softcap is not None:
             return super().attend(q, k, v, mask)
         return F.scaled_dot_product_attention(

@@ -27,9 +27,7 @@ class GemmaDecoder(nn.Module):
         self.layers = nn.ModuleList(block(config, i, parts) for i in range(config.num_layers))
         self.norm = parts.norm(config.hidden_size, config.rms_norm_eps)
         self.lm_head = (
-            None
-            if config.tie_word_embeddings
-            else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+            None if config.tie_word_embeddings else nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         )
         self.rotary = RotaryEmbedding(config.head_dim, config.rope_theta)
 

@@ -70,6 +70,19 @@ class PaliGemma(nn.Module):
 
         return save_pretrained(self, directory, max_shard_size=max_shard_size)
 
+    def generate(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        """Generate new tokens [B, n] after the prompt; see `vlmzoo.generation.generate` for the options
+        (``max_new_tokens``, ``sampler``, ``stop_at_eos``, ``seed``, sampler options such as ``top_p``)."""
+        from vlmzoo.generation.engine import generate
+
+        return generate(self, input_ids, pixel_values, **kwargs)
+
+    def stream(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None, **kwargs):
+        """Iterate over `GenerationStep`s as tokens are made; same options as `generate`."""
+        from vlmzoo.generation.engine import stream
+
+        return stream(self, input_ids, pixel_values, **kwargs)
+
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Images [N, 3, H, W] → features [N, num_image_tokens, text hidden]."""
         return self.multi_modal_projector(self.vision_tower(pixel_values))
@@ -109,9 +122,7 @@ class PaliGemma(nn.Module):
         """One prefix-LM mask per distinct window among the layers."""
         columns = torch.arange(prepared.valid.shape[1], device=prepared.valid.device)
         return {
-            window: attention_mask(
-                columns, columns, prepared.valid, prepared.prefix, prepared.prefix, window=window
-            )
+            window: attention_mask(columns, columns, prepared.valid, prepared.prefix, prepared.prefix, window=window)
             for window in self.language_model.windows
         }
 
@@ -144,9 +155,7 @@ def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     if labels.shape != logits.shape[:2]:
         raise ValueError(f"labels must have shape {list(logits.shape[:2])}, got {list(labels.shape)}")
     targets = F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:]
-    return F.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX
-    )
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX)
 
 
 def _check_inputs(

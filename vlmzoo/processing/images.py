@@ -40,9 +40,7 @@ def _open_image_file(path: str | os.PathLike) -> PIL.Image.Image:
     if not os.path.exists(path_str):
         raise ImageLoadError(f"image file {path_str!r} does not exist. Check the path.")
     if os.path.isdir(path_str):
-        raise ImageLoadError(
-            f"{path_str!r} is a directory, not an image file. Pass the path of one image file."
-        )
+        raise ImageLoadError(f"{path_str!r} is a directory, not an image file. Pass the path of one image file.")
     try:
         with PIL.Image.open(path_str) as image:
             image.load()
@@ -98,9 +96,7 @@ def _array_to_uint8(array: np.ndarray, what: str) -> np.ndarray:
     raise ImageLoadError(f"{what} has unsupported dtype {array.dtype}; use uint8 or float.")
 
 
-def _array_to_rgb(
-    array: np.ndarray, channels_first: bool, what: str, require_rgb: bool = False
-) -> np.ndarray:
+def _array_to_rgb(array: np.ndarray, channels_first: bool, what: str, require_rgb: bool = False) -> np.ndarray:
     """RGB uint8 HWC array from a 2-D (grayscale) or 3-D array with 1, 3 or 4 channels."""
     if array.ndim == 2:
         array = array[:, :, None]

@@ -56,9 +56,7 @@ class BatchEncoding(dict):
         try:
             return self[name]
         except KeyError:
-            raise AttributeError(
-                f"BatchEncoding has no field {name!r}; available: {', '.join(self.keys())}"
-            ) from None
+            raise AttributeError(f"BatchEncoding has no field {name!r}; available: {', '.join(self.keys())}") from None
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> BatchEncoding:
         """Move tensors to `device`; `dtype` applies to floating tensors only (pixel_values), not ids."""
@@ -177,9 +175,7 @@ class PaliGemmaProcessor:
         for token_id, token in self.tokenizer.get_added_tokens_decoder().items():
             if token.special:
                 skip.add(int(token_id))
-        self._skip_ids = frozenset(
-            i for i in skip if not _LOC_SEG_RE.fullmatch(self.tokenizer.id_to_token(i) or "")
-        )
+        self._skip_ids = frozenset(i for i in skip if not _LOC_SEG_RE.fullmatch(self.tokenizer.id_to_token(i) or ""))
 
     @property
     def vocab_size(self) -> int:
@@ -297,9 +293,7 @@ class PaliGemmaProcessor:
             width = self.max_length
         elif padding in (False, "do_not_pad"):
             if len(set(lengths)) > 1:
-                raise ValueError(
-                    f"rows have different lengths {lengths} and padding is off; use padding='longest'."
-                )
+                raise ValueError(f"rows have different lengths {lengths} and padding is off; use padding='longest'.")
             width = lengths[0]
         else:
             raise ValueError(f"padding={padding!r} is not supported; use 'longest', 'max_length' or False.")
@@ -368,9 +362,7 @@ class PaliGemmaProcessor:
             if sequences.ndim == 1:
                 sequences = sequences[None]
             if sequences.ndim != 2:
-                raise ValueError(
-                    f"batch_decode expects a 2-D batch of ids, got shape {tuple(sequences.shape)}."
-                )
+                raise ValueError(f"batch_decode expects a 2-D batch of ids, got shape {tuple(sequences.shape)}.")
         return [self.decode(seq, skip_special_tokens=skip_special_tokens) for seq in sequences]
 
     # ------------------------------------------------------------------ saving
@@ -436,9 +428,7 @@ def _read_json(path: Path) -> dict:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except json.JSONDecodeError as err:
-        raise ValueError(
-            f"{path} is not valid JSON ({err}); re-download or re-save the processor files."
-        ) from err
+        raise ValueError(f"{path} is not valid JSON ({err}); re-download or re-save the processor files.") from err
     if not isinstance(data, dict):
         raise ValueError(f"{path} should hold a JSON object, got {type(data).__name__}.")
     return data
@@ -471,16 +461,13 @@ def _image_size(config: dict, source: Path) -> int:
     if isinstance(size, dict) and "height" in size and "width" in size:
         if size["height"] != size["width"]:
             raise ValueError(
-                f"{source}: size {size} is not square; PaliGemma expects a square resolution "
-                "(224, 448 or 896)."
+                f"{source}: size {size} is not square; PaliGemma expects a square resolution (224, 448 or 896)."
             )
         return int(size["height"])
     raise ValueError(f"{source}: size {size!r} should be {{'height': N, 'width': N}}.")
 
 
-def _resolve_directory(
-    path_or_repo_id: str | os.PathLike, revision: str | None, token: str | bool | None
-) -> Path:
+def _resolve_directory(path_or_repo_id: str | os.PathLike, revision: str | None, token: str | bool | None) -> Path:
     path = Path(os.path.expanduser(os.fspath(path_or_repo_id)))
     if path.is_dir():
         return path
@@ -550,9 +537,7 @@ def load_processor(
             special["image_token"] = _token_content(extra["image_token"])
 
     if config.get("do_resize") is False:
-        raise ValueError(
-            f"{config_path}: do_resize is false, but PaliGemma needs images resized to a fixed size."
-        )
+        raise ValueError(f"{config_path}: do_resize is false, but PaliGemma needs images resized to a fixed size.")
     image_size = _image_size(config, config_path)
     num_image_tokens = config.get("image_seq_length") or (image_size // _PATCH_SIZE) ** 2
     mean = config.get("image_mean", [0.5, 0.5, 0.5])
@@ -561,9 +546,7 @@ def load_processor(
     std = [std] * 3 if isinstance(std, (int, float)) else std
     if config.get("do_normalize") is False:
         mean, std = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
-    rescale_factor = (
-        config.get("rescale_factor", 1 / 255) if config.get("do_rescale", True) is not False else 1.0
-    )
+    rescale_factor = config.get("rescale_factor", 1 / 255) if config.get("do_rescale", True) is not False else 1.0
     resample = config.get("resample")
     do_convert_rgb = config.get("do_convert_rgb")
 

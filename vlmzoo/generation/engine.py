@@ -1,0 +1,134 @@
+"""The generation loop: one prefill over the prompt (image included), then one token per step.
+
+The prefill runs the vision tower and the prefix once with the prefix-LM mask and fills a
+preallocated `KVCache`; each decode step embeds one token per row, attends to the cache and picks
+the next token with a sampler. Rows of a left-padded batch are independent: every row gets the
+tokens it would get alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from vlmzoo.generation.cache import KVCache
+from vlmzoo.generation.samplers import Sampler, make_sampler
+
+
+@dataclass
+class GenerationStep:
+    """One decode step: the token chosen for each row (padding for rows already finished)."""
+
+    index: int
+    tokens: torch.Tensor
+    finished: torch.Tensor
+
+
+def _stop_ids(eos_token_id: int | Sequence[int] | None, default: int, device: torch.device) -> torch.Tensor:
+    ids = [default] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else eos_token_id
+    return torch.tensor(list(ids), dtype=torch.long, device=device)
+
+
+def stream(
+    model,
+    input_ids: torch.Tensor,
+    pixel_values: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    token_type_ids: torch.Tensor | None = None,
+    *,
+    max_new_tokens: int = 32,
+    sampler: str | Sampler | None = "greedy",
+    stop_at_eos: bool = True,
+    eos_token_id: int | Sequence[int] | None = None,
+    pad_token_id: int | None = None,
+    seed: int | None = None,
+    **sampler_options,
+) -> Iterator[GenerationStep]:
+    """Yield a `GenerationStep` as each token is made; stops when every row has stopped."""
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    choose = make_sampler(sampler, **sampler_options)
+    config = model.config
+    device = model.device
+    input_ids = input_ids.to(device)
+    if attention_mask is not None:
+        attention_mask = attention_mask.to(device)
+        if not bool(attention_mask[:, -1].all()):
+            raise ValueError(
+                "generation needs left padding: every row's last column must be a real token "
+                "(attention_mask[:, -1] == 1). Pad on the left, as the processor does."
+            )
+    batch, prompt_length = input_ids.shape
+    stop_ids = _stop_ids(eos_token_id, config.eos_token_id, device)
+    pad = config.pad_token_id if pad_token_id is None else pad_token_id
+    generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
+    decoder = model.language_model
+
+    with torch.inference_mode():
+        prepared = model.prepare(input_ids, pixel_values, attention_mask, token_type_ids)
+        cache = KVCache(config.decoder, batch, prompt_length + max_new_tokens, prepared.embeds.dtype, device)
+        cache.begin(prompt_length, prepared.valid)
+        hidden = decoder(prepared.embeds, model.masks(prepared), prepared.positions, cache)
+        cache.advance(prompt_length)
+        logits = decoder.logits(hidden[:, -1])
+        positions = prepared.positions[:, -1:] + 1
+        history = torch.full((batch, prompt_length + max_new_tokens), pad, dtype=torch.long, device=device)
+        history[:, :prompt_length] = input_ids
+        finished = torch.zeros(batch, dtype=torch.bool, device=device)
+
+    for index in range(max_new_tokens):
+        with torch.inference_mode():
+            tokens = choose(logits, history[:, : prompt_length + index], generator)
+            if stop_at_eos:
+                tokens = torch.where(finished, torch.full_like(tokens, pad), tokens)
+                finished = finished | torch.isin(tokens, stop_ids)
+            history[:, prompt_length + index] = tokens
+        yield GenerationStep(index, tokens, finished.clone())
+        if index == max_new_tokens - 1 or (stop_at_eos and bool(finished.all())):
+            return
+        with torch.inference_mode():
+            cache.begin(1)
+            hidden = decoder(decoder.embed(tokens[:, None]), cache.decode_masks(), positions, cache)
+            cache.advance(1)
+            logits = decoder.logits(hidden[:, -1])
+            positions = positions + 1
+
+
+def generate(
+    model,
+    input_ids: torch.Tensor,
+    pixel_values: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    token_type_ids: torch.Tensor | None = None,
+    *,
+    max_new_tokens: int = 32,
+    sampler: str | Sampler | None = "greedy",
+    stop_at_eos: bool = True,
+    eos_token_id: int | Sequence[int] | None = None,
+    pad_token_id: int | None = None,
+    seed: int | None = None,
+    callback: Callable[[GenerationStep], None] | None = None,
+    **sampler_options,
+) -> torch.Tensor:
+    """The new tokens only, [B, n]; rows that stopped early are padded with the pad token."""
+    columns = []
+    for step in stream(
+        model,
+        input_ids,
+        pixel_values,
+        attention_mask,
+        token_type_ids,
+        max_new_tokens=max_new_tokens,
+        sampler=sampler,
+        stop_at_eos=stop_at_eos,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        seed=seed,
+        **sampler_options,
+    ):
+        columns.append(step.tokens)
+        if callback is not None:
+            callback(step)
+    return torch.stack(columns, dim=1)
