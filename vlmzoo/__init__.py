@@ -8,7 +8,9 @@ from vlmzoo.checkpoints import CheckpointMismatchError, CheckpointNotFoundError,
 from vlmzoo.config import DecoderConfig, PaliGemmaConfig, ProjectorConfig, VisionConfig
 from vlmzoo.hookspecs import hookimpl
 from vlmzoo.model import PaliGemma, PaliGemmaOutput
+from vlmzoo.pipeline import VisionLanguageModel, load
 from vlmzoo.plugins import get_registries, list_plugins
+from vlmzoo.processing import PaliGemmaProcessor, load_processor
 from vlmzoo.zoo import UnknownModelError, Variant, build, get_config, list_models
 
 __version__ = "0.1.0"
@@ -21,8 +23,10 @@ __all__ = [
     "PaliGemmaConfig",
     "PaliGemmaOutput",
     "ProjectorConfig",
+    "PaliGemmaProcessor",
     "UnknownModelError",
     "Variant",
+    "VisionLanguageModel",
     "VisionConfig",
     "build",
     "from_pretrained",
@@ -31,4 +35,6 @@ __all__ = [
     "hookimpl",
     "list_models",
     "list_plugins",
+    "load",
+    "load_processor",
 ]

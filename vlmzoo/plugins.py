@@ -126,13 +126,38 @@ def _build(strict: bool) -> tuple[Registries, list[PluginInfo]]:
                 for impl in getattr(manager.hook, hook_name).get_hookimpls():
                     if impl.plugin_name == source.name:
                         impl.function(**{arg: view for arg in impl.argnames})
-            info.registered = view.commit()
+            added = view.commit()
+            try:
+                _check_variants(registries)
+            except Exception:
+                for kind, keys in added.items():
+                    for key in keys:
+                        registries[kind].unregister(key)
+                raise
+            info.registered = added
         except Exception as exc:  # noqa: BLE001
             if source.name in BUILTIN_PLUGINS:
                 raise
             info.error = source.error = f"failed while registering: {type(exc).__name__}: {exc}"
             _report(source, strict, exc)
     return registries, infos
+
+
+def _check_variants(registries: Registries) -> None:
+    """Variants must be configs, and no alias may shadow another variant's name or alias.
+
+    Checked as each plugin commits, so a clash fails that plugin (and rolls it back) instead of
+    breaking every later `get_config` call.
+    """
+    from vlmzoo.config import PaliGemmaConfig
+    from vlmzoo.zoo import Variant, _aliases, _variants
+
+    for entry in registries.variant.entries():
+        if not isinstance(entry.value, (Variant, PaliGemmaConfig)):
+            raise TypeError(
+                f"variant {entry.key!r} must be a vlmzoo.Variant or a PaliGemmaConfig, got {type(entry.value).__name__}"
+            )
+    _aliases(_variants(registries))
 
 
 def _ensure(strict: bool | None = None) -> tuple[Registries, list[PluginInfo]]:

@@ -114,7 +114,7 @@ def config_from_hf(data: dict[str, Any], name: str | None = None) -> PaliGemmaCo
         num_heads=vision_raw["num_attention_heads"],
         layer_norm_eps=vision_raw["layer_norm_eps"],
     )
-    layer_types = text.get("layer_types")
+    layer_types = _layer_types(text)
     decoder = DecoderConfig(
         block=_BLOCKS[text_type],
         vocab_size=text["vocab_size"],
@@ -128,7 +128,7 @@ def config_from_hf(data: dict[str, Any], name: str | None = None) -> PaliGemmaCo
         attn_logit_softcap=text["attn_logit_softcapping"],
         final_logit_softcap=text["final_logit_softcapping"],
         sliding_window=text["sliding_window"],
-        layer_types=tuple(layer_types) if layer_types and text["sliding_window"] is not None else None,
+        layer_types=layer_types,
         rope_theta=_rope_theta(text),
         rms_norm_eps=text["rms_norm_eps"],
         max_position_embeddings=text["max_position_embeddings"],
@@ -145,6 +145,22 @@ def config_from_hf(data: dict[str, Any], name: str | None = None) -> PaliGemmaCo
         bos_token_id=_first(data, text, "bos_token_id", 2),
         eos_token_id=_first(data, text, "eos_token_id", 1),
     )
+
+
+def _layer_types(text: dict[str, Any]) -> tuple[str, ...] | None:
+    """Per-layer attention kinds; None for the default alternation (even layers slide), as vlmzoo's variants say it.
+
+    transformers writes ``layer_types`` out in full even when it is the default; keeping that as None makes
+    ``config_from_hf(config_to_hf(c)) == c`` and a loaded config equal to the built-in variant's.
+    """
+    layer_types = text.get("layer_types")
+    if not layer_types or text["sliding_window"] is None:
+        return None
+    layer_types = tuple(layer_types)
+    default = tuple(
+        "sliding_attention" if i % 2 == 0 else "full_attention" for i in range(text["num_hidden_layers"])
+    )
+    return None if layer_types == default else layer_types
 
 
 def _square(field: str, value: list[int] | tuple[int, ...]) -> int:
@@ -190,7 +206,7 @@ def config_to_hf(config: PaliGemmaConfig, dtype: str = "float32") -> dict[str, A
     if decoder.block == "gemma2":
         text.update(
             hidden_activation="gelu_pytorch_tanh",
-            query_pre_attn_scalar=decoder.query_pre_attn_scalar or decoder.head_dim,
+            query_pre_attn_scalar=_int_if_whole(decoder.query_pre_attn_scalar or decoder.head_dim),
             attn_logit_softcapping=decoder.attn_logit_softcap,
             final_logit_softcapping=decoder.final_logit_softcap,
             sliding_window=decoder.sliding_window,
@@ -235,3 +251,8 @@ def config_to_hf(config: PaliGemmaConfig, dtype: str = "float32") -> dict[str, A
             "vision_use_head": False,
         },
     }
+
+
+def _int_if_whole(value: float) -> int | float:
+    """transformers' strict config fields want ints where the value is whole (e.g. 256, not 256.0)."""
+    return int(value) if float(value).is_integer() else value

@@ -19,11 +19,13 @@ from vlmzoo.generation.samplers import Sampler, make_sampler
 
 @dataclass
 class GenerationStep:
-    """One decode step: the token chosen for each row (padding for rows already finished)."""
+    """One decode step: the token chosen for each row (padding for rows already finished), whether each
+    row has stopped, and the float32 logits [B, V] the choice was made from (before any sampler warp)."""
 
     index: int
     tokens: torch.Tensor
     finished: torch.Tensor
+    logits: torch.Tensor
 
 
 def _stop_ids(eos_token_id: int | Sequence[int] | None, default: int, device: torch.device) -> torch.Tensor:
@@ -85,7 +87,7 @@ def stream(
                 tokens = torch.where(finished, torch.full_like(tokens, pad), tokens)
                 finished = finished | torch.isin(tokens, stop_ids)
             history[:, prompt_length + index] = tokens
-        yield GenerationStep(index, tokens, finished.clone())
+        yield GenerationStep(index, tokens, finished.clone(), logits.float())
         if index == max_new_tokens - 1 or (stop_at_eos and bool(finished.all())):
             return
         with torch.inference_mode():

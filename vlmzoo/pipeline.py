@@ -1,0 +1,103 @@
+"""Images and prompts in, text out: a model together with its processor."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+from vlmzoo.processing import PaliGemmaProcessor, load_processor
+
+
+class VisionLanguageModel:
+    """A `PaliGemma` model and the `PaliGemmaProcessor` that feeds it.
+
+    >>> vlm = vlmzoo.load("google/paligemma2-3b-mix-224")           # doctest: +SKIP
+    >>> vlm.generate("cat.jpg", "caption en")                       # doctest: +SKIP
+    'a cat sleeping on a sofa'
+    """
+
+    def __init__(self, model, processor: PaliGemmaProcessor) -> None:
+        if processor.num_image_tokens != model.config.num_image_tokens:
+            raise ValueError(
+                f"the processor lays out {processor.num_image_tokens} image tokens but the model expects "
+                f"{model.config.num_image_tokens}; load both from the same checkpoint"
+            )
+        self.model = model
+        self.processor = processor
+
+    def __repr__(self) -> str:
+        return f"VisionLanguageModel({getattr(self.model, 'name_or_path', self.model.config.name)!r})"
+
+    def _inputs(self, images: Any, prompts: str | Sequence[str]) -> dict[str, torch.Tensor]:
+        batch = self.processor(images=images, prompts=prompts)
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids", "pixel_values")}
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        return {k: v.to(self.model.device) for k, v in inputs.items()}
+
+    def generate(
+        self,
+        images: Any,
+        prompts: str | Sequence[str],
+        *,
+        max_new_tokens: int = 64,
+        sampler: Any = "greedy",
+        skip_special_tokens: bool = True,
+        **options: Any,
+    ) -> str | list[str]:
+        """Answer one prompt per image; a single prompt string gives a string, a list gives a list.
+
+        ``options`` go to `vlmzoo.generation.generate`: ``seed``, ``stop_at_eos``, and sampler options
+        such as ``temperature`` or ``top_p``. ``<loc>`` and ``<seg>`` tokens are kept in the text.
+        """
+        tokens = self.model.generate(
+            **self._inputs(images, prompts), max_new_tokens=max_new_tokens, sampler=sampler, **options
+        )
+        texts = self.processor.batch_decode(tokens, skip_special_tokens=skip_special_tokens)
+        return texts[0] if isinstance(prompts, str) else texts
+
+    def stream(
+        self,
+        image: Any,
+        prompt: str,
+        *,
+        max_new_tokens: int = 64,
+        sampler: Any = "greedy",
+        skip_special_tokens: bool = True,
+        **options: Any,
+    ) -> Iterator[str]:
+        """Yield pieces of text as tokens are made; joined, they equal `generate`'s answer."""
+        if not isinstance(prompt, str):
+            raise TypeError("stream() takes one prompt; use generate() for a batch")
+        ids: list[int] = []
+        shown = ""
+        for step in self.model.stream(
+            **self._inputs(image, prompt), max_new_tokens=max_new_tokens, sampler=sampler, **options
+        ):
+            if bool(step.finished[0]) and int(step.tokens[0]) == self.processor.pad_token_id:
+                break
+            ids.append(int(step.tokens[0]))
+            text = self.processor.decode(ids, skip_special_tokens=skip_special_tokens)
+            if text.endswith("\ufffd"):  # an unfinished multi-byte character: wait for the rest
+                continue
+            if len(text) > len(shown):
+                yield text[len(shown) :]
+            shown = text
+
+
+def load(
+    path_or_repo_id: str | os.PathLike,
+    *,
+    dtype: torch.dtype | str | None = None,
+    device: torch.device | str | None = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
+) -> VisionLanguageModel:
+    """Load a checkpoint's model and processor (a local directory or a hub repo id)."""
+    from vlmzoo.checkpoints import from_pretrained
+
+    model = from_pretrained(path_or_repo_id, dtype=dtype, device=device, revision=revision, token=token)
+    processor = load_processor(path_or_repo_id, revision=revision, token=token)
+    return VisionLanguageModel(model, processor)
