@@ -63,6 +63,7 @@ class _Source:
 _lock = threading.RLock()
 _extra: dict[str, _Source] = {}
 _state: tuple[Registries, list[PluginInfo]] | None = None
+_building = threading.local()
 
 
 def _strict_from_env() -> bool:
@@ -163,8 +164,17 @@ def _check_variants(registries: Registries) -> None:
 def _ensure(strict: bool | None = None) -> tuple[Registries, list[PluginInfo]]:
     global _state
     with _lock:
+        if getattr(_building, "active", False):
+            raise PluginError(
+                "a plugin hook used the registries while they are being built (e.g. called vlmzoo.build or "
+                "get_config); inside a hook, look entries up on the registry it receives: registry.<kind>.get(key)"
+            )
         if _state is None or strict:
-            _state = _build(_strict_from_env() if strict is None else strict)
+            _building.active = True
+            try:
+                _state = _build(_strict_from_env() if strict is None else strict)
+            finally:
+                _building.active = False
         return _state
 
 

@@ -85,8 +85,10 @@ class PaliGemmaProcessor:
             that are missing (this mutates the tokenizer).
         image_size: square input resolution of the vision tower (224, 448 or 896).
         num_image_tokens: image tokens per image (256, 1024 or 4096 for those resolutions).
-        image_mean, image_std, rescale_factor, resample: pixel normalization; the defaults map
-            pixels to [-1, 1] with bicubic resizing, as SigLIP expects.
+        image_mean: per-channel mean subtracted after rescaling (0.5 maps pixels to [-1, 1]).
+        image_std: per-channel divisor after the mean.
+        rescale_factor: multiplies raw 0..255 pixels first (1/255).
+        resample: PIL resampling filter for the square resize (bicubic, as SigLIP expects).
         do_convert_rgb: convert grayscale / palette / transparent images to RGB first.
         max_length: longest allowed sequence (image tokens + text); longer inputs raise ValueError.
         padding_side: "left" (default, needed for batched generation) or "right".
@@ -509,6 +511,7 @@ def load_processor(
     processor_config.json (nested ``image_processor``) or preprocessor_config.json, and the max sequence
     length from config.json's ``text_config.max_position_embeddings`` (8192 when absent) unless
     `max_length` is given. Hub downloads fetch only these small files and honor HF_HUB_OFFLINE and the cache.
+    Padding is always on the left (what batched generation needs), whatever tokenizer_config.json says.
     """
     directory = _resolve_directory(path_or_repo_id, revision, token)
     image_cfg = _image_config(directory)
