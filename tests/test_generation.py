@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hf_checkpoints import load_hf_model, make_hf_model, make_inputs, save_hf_checkpoint
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tiny_tokenizer import make_tiny_processor_dir
 
 import vlmzoo
-from tests.hf_checkpoints import load_hf_model, make_hf_model, make_inputs, save_hf_checkpoint
-from tests.tiny_tokenizer import make_tiny_processor_dir
 from vlmzoo.generation import Greedy, KVCache, MinP, RepetitionPenalty, Sampler, Temperature, TopK, TopP
 
 

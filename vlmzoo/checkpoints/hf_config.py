@@ -157,9 +157,7 @@ def _layer_types(text: dict[str, Any]) -> tuple[str, ...] | None:
     if not layer_types or text["sliding_window"] is None:
         return None
     layer_types = tuple(layer_types)
-    default = tuple(
-        "sliding_attention" if i % 2 == 0 else "full_attention" for i in range(text["num_hidden_layers"])
-    )
+    default = tuple("sliding_attention" if i % 2 == 0 else "full_attention" for i in range(text["num_hidden_layers"]))
     return None if layer_types == default else layer_types
 
 

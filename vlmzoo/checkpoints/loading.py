@@ -100,7 +100,7 @@ def _checkpoint_dtype(config_data: dict, files: list[Path]) -> torch.dtype:
 def _plan(files: Iterable[Path], expected: dict[str, torch.Size], tied: bool) -> dict[Path, dict[str, str]]:
     """Map each file's keys to parameter names, raising one error that lists every mismatch."""
     plan: dict[Path, dict[str, str]] = {}
-    found: set[str] = set()
+    found: dict[str, str] = {}  # parameter name -> the checkpoint key that holds it
     unexpected, mis_shaped = [], []
     for path in files:
         plan[path] = {}
@@ -110,12 +110,15 @@ def _plan(files: Iterable[Path], expected: dict[str, torch.Size], tied: bool) ->
                 continue
             if name not in expected:
                 unexpected.append(key)
+            elif name in found:
+                unexpected.append(f"{key} (a second copy of {name}, already in {found[name]})")
             elif tuple(entry["shape"]) != tuple(expected[name]):
                 mis_shaped.append(f"{key} (checkpoint {list(entry['shape'])}, model {list(expected[name])})")
+                found[name] = key
             else:
                 plan[path][key] = name
-                found.add(name)
-    missing = sorted(set(expected) - found - {n.split(" ")[0] for n in mis_shaped})
+                found[name] = key
+    missing = sorted(set(expected) - set(found))
     if missing or unexpected or mis_shaped:
         raise CheckpointMismatchError(missing, sorted(unexpected), sorted(mis_shaped))
     return plan
@@ -152,7 +155,7 @@ def from_pretrained(
         total=total, desc="Loading weights", unit="tensor", disable=None if progress is None else not progress
     ) as bar:
         for path, keys in plan.items():
-            for key, tensor in iter_tensors(path, set(keys)):
+            for key, tensor in iter_tensors(path, set(keys), dtype=target_dtype):
                 name = keys[key]
                 state[name] = tensor.to(device=target_device, dtype=_dtype_for(tensor, target_dtype))
                 del tensor
