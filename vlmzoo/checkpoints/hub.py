@@ -37,15 +37,15 @@ def resolve(
         raise CheckpointNotFoundError(f"{name} is a file; pass the checkpoint's directory (holding config.json)")
     if _looks_like_path(name):
         raise CheckpointNotFoundError(
-            f"{name!r} is not a directory, nor a hub repo id of the form 'owner/name' "
+            f"directory {name!r} does not exist, and it is not a hub repo id of the form 'owner/name' "
             "(e.g. 'google/paligemma2-3b-mix-224')"
         )
-    from huggingface_hub import snapshot_download
+    import huggingface_hub
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     patterns = CONFIG_PATTERNS + (WEIGHT_PATTERNS if weights else [])
     try:
-        return Path(snapshot_download(name, revision=revision, token=token, allow_patterns=patterns))
+        return Path(huggingface_hub.snapshot_download(name, revision=revision, token=token, allow_patterns=patterns))
     except LocalEntryNotFoundError as exc:
         raise CheckpointNotFoundError(
             f"{name!r} is not in the local Hugging Face cache and cannot be downloaded now "
@@ -55,4 +55,9 @@ def resolve(
         raise CheckpointNotFoundError(
             f"could not fetch {name!r} (revision {revision or 'main'}) from the hub: {exc}. For gated models "
             "such as PaliGemma, accept the licence on the model page and set HF_TOKEN."
+        ) from exc
+    except Exception as exc:  # network and other failures: the same advice applies
+        raise CheckpointNotFoundError(
+            f"could not fetch {name!r} (revision {revision or 'main'}) from the hub: {type(exc).__name__}: {exc}. "
+            "Check the repo id, the network, or set HF_HUB_OFFLINE=1 to use the local cache; or pass a local directory."
         ) from exc

@@ -25,6 +25,8 @@ import PIL.Image
 import torch
 from tokenizers import AddedToken, Tokenizer
 
+from vlmzoo.checkpoints.hub import resolve
+
 from .images import ImageInput, preprocess_images
 
 __all__ = ["BatchEncoding", "PaliGemmaProcessor", "load_processor", "EXTRA_TOKENS", "IGNORE_INDEX"]
@@ -469,36 +471,6 @@ def _image_size(config: dict, source: Path) -> int:
     raise ValueError(f"{source}: size {size!r} should be {{'height': N, 'width': N}}.")
 
 
-def _resolve_directory(path_or_repo_id: str | os.PathLike, revision: str | None, token: str | bool | None) -> Path:
-    path = Path(os.path.expanduser(os.fspath(path_or_repo_id)))
-    if path.is_dir():
-        return path
-    name = os.fspath(path_or_repo_id)
-    if path.exists():
-        raise FileNotFoundError(f"{name!r} is a file; pass the directory that holds it. {_DIR_CONTENTS_HINT}")
-    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1 or "\\" in name
-    if looks_local:
-        raise FileNotFoundError(f"directory {name!r} does not exist. {_DIR_CONTENTS_HINT}")
-
-    from huggingface_hub import snapshot_download
-
-    try:
-        local = snapshot_download(
-            name,
-            revision=revision,
-            token=token,
-            allow_patterns=["*.json", "tokenizer.model", "*.txt"],
-        )
-    except Exception as err:  # network, auth, offline cache miss, bad repo id: all need the same advice
-        raise OSError(
-            f"could not get processor files for {name!r} (revision {revision or 'main'}) from the "
-            f"Hugging Face hub: {type(err).__name__}: {err}. Check the repo id and revision, your "
-            "network or HF_HUB_OFFLINE cache, and for gated models (PaliGemma is gated) accept the "
-            "license and log in (`hf auth login`) or pass token=. Or pass a local directory."
-        ) from err
-    return Path(local)
-
-
 def load_processor(
     path_or_repo_id: str | os.PathLike,
     revision: str | None = None,
@@ -513,7 +485,7 @@ def load_processor(
     `max_length` is given. Hub downloads fetch only these small files and honor HF_HUB_OFFLINE and the cache.
     Padding is always on the left (what batched generation needs), whatever tokenizer_config.json says.
     """
-    directory = _resolve_directory(path_or_repo_id, revision, token)
+    directory = resolve(path_or_repo_id, revision=revision, token=token, weights=False)
     image_cfg = _image_config(directory)
     missing = [TOKENIZER_FILE] if not (directory / TOKENIZER_FILE).is_file() else []
     if image_cfg is None:
