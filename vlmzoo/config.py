@@ -186,15 +186,26 @@ class PaliGemmaConfig(_Frozen):
         """Apply ``build(**overrides)``: nested dicts, or ``section__field`` keys such as ``decoder__num_layers``."""
         nested: dict[str, Any] = {}
         for key, value in overrides.items():
-            target = nested
             *parents, leaf = key.split("__")
-            for parent in parents:
-                target = target.setdefault(parent, {})
-            target[leaf] = value
-        unknown = set(nested) - set(type(self).model_fields)
-        if unknown:
-            raise TypeError(
-                f"unknown override(s) {sorted(unknown)}; use one of {sorted(type(self).model_fields)}, "
-                "e.g. decoder={'num_layers': 2} or decoder__num_layers=2"
-            )
+            change: dict[str, Any] = {leaf: value}
+            for parent in reversed(parents):
+                change = {parent: change}
+            nested = _deep_merge(nested, change)  # merges, never mutates the caller's dicts
+        _check_override_names(type(self), nested, "")
         return self.replace(**nested)  # type: ignore[return-value]
+
+
+def _check_override_names(model: type[BaseModel], changes: dict[str, Any], section: str) -> None:
+    """Raise TypeError, as for an unexpected keyword, on a name that is no field (at any depth)."""
+    fields = model.model_fields
+    unknown = sorted(set(changes) - set(fields))
+    if unknown:
+        where = f" of {section.rstrip('_')}" if section else ""
+        raise TypeError(
+            f"unknown override(s) {[section + name for name in unknown]}; use one of {sorted(fields)}{where}, "
+            "e.g. decoder={'num_layers': 2} or decoder__num_layers=2"
+        )
+    for name, value in changes.items():
+        annotation = fields[name].annotation
+        if isinstance(value, dict) and isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            _check_override_names(annotation, value, f"{section}{name}__")

@@ -1,0 +1,85 @@
+"""Shared fixtures: every test starts and ends with the default plugin state."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+
+import vlmzoo
+import vlmzoo.plugins
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_PLUGIN_DIR = REPO_ROOT / "plugins" / "vlmzoo-example-plugin"
+EXAMPLE_PLUGIN_SRC = EXAMPLE_PLUGIN_DIR / "src"
+
+
+@pytest.fixture(autouse=True)
+def _default_plugin_state(monkeypatch):
+    """No plugin environment variables, no hand-registered plugins left over, registries rebuilt after."""
+    monkeypatch.delenv("VLMZOO_DISABLE_PLUGINS", raising=False)
+    monkeypatch.delenv("VLMZOO_STRICT_PLUGINS", raising=False)
+    before = set(vlmzoo.plugins._extra)
+    vlmzoo.plugins.reset()
+    yield
+    for name in set(vlmzoo.plugins._extra) - before:
+        vlmzoo.plugins.unregister_plugin(name)
+    vlmzoo.plugins.reset()
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny models run faster, and far more steadily on a busy machine, on one intra-op thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def example_plugin_path(monkeypatch):
+    """Make the example plugin importable without installing it; forget its modules afterwards."""
+    monkeypatch.syspath_prepend(str(EXAMPLE_PLUGIN_SRC))
+    yield EXAMPLE_PLUGIN_DIR
+    for name in [m for m in sys.modules if m == "vlmzoo_example_plugin" or m.startswith("vlmzoo_example_plugin.")]:
+        del sys.modules[name]
+
+
+def make_plugin(**hooks) -> types.SimpleNamespace:
+    """A plugin object whose attributes are the given hook functions, marked with ``vlmzoo.hookimpl``."""
+    return types.SimpleNamespace(**{name: vlmzoo.hookimpl(function) for name, function in hooks.items()})
+
+
+def tiny_config(**decoder) -> vlmzoo.PaliGemmaConfig:
+    """A very small model: 4 image tokens, a 2-layer decoder; ``decoder`` overrides decoder fields."""
+    vision = vlmzoo.VisionConfig(
+        image_size=28, patch_size=14, hidden_size=16, intermediate_size=32, num_layers=1, num_heads=2
+    )
+    fields = {
+        "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64, "num_layers": 2, "num_heads": 4,
+        "num_kv_heads": 2, "head_dim": 8,
+    }  # fmt: skip
+    fields.update(decoder)
+    dec = vlmzoo.DecoderConfig(**fields)
+    return vlmzoo.PaliGemmaConfig(
+        name="test-tiny",
+        vision=vision,
+        projector=vlmzoo.ProjectorConfig(input_size=vision.hidden_size, output_size=dec.hidden_size),
+        decoder=dec,
+        image_token_id=dec.vocab_size - 1,
+    )
+
+
+def tiny_inputs(config: vlmzoo.PaliGemmaConfig, batch: int = 2, text: int = 5, seed: int = 0):
+    """Images plus ``<image>`` x n, then ``text`` random text tokens (the first is ``<bos>``), all prefix."""
+    g = torch.Generator().manual_seed(seed)
+    n_img = config.num_image_tokens
+    ids = torch.randint(3, config.decoder.vocab_size - 1, (batch, n_img + text), generator=g)
+    ids[:, :n_img] = config.image_token_id
+    ids[:, n_img] = config.bos_token_id
+    size = config.vision.image_size
+    pixels = torch.rand(batch, config.vision.num_channels, size, size, generator=g) * 2 - 1
+    return ids, pixels
