@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from torch import nn
 
+from vlmzoo.components.linear import Linear
 from vlmzoo.config import ProjectorConfig
 
 
 class Projector(nn.Module):
     def __init__(self, config: ProjectorConfig) -> None:
         super().__init__()
-        self.linear = nn.Linear(config.input_size, config.output_size, bias=config.bias)
+        self.linear = Linear(config.input_size, config.output_size, bias=config.bias)
 
     def forward(self, features):
         return self.linear(features)
