@@ -4,9 +4,10 @@ Same parameters and state-dict names as ``nn.Linear``, same math; only the kerne
 
 * few rows (decode steps): ``weight @ x.T`` — BLAS handles the tall-skinny product much better than
   the short-wide ``x @ weight.T`` on many CPUs;
-* bfloat16/float16 on a CPU without native half-precision matrix units: the product runs on float32
-  copies and is rounded back — what the half-precision kernel computes internally (float32
-  accumulation), several times faster where that kernel is emulated.
+* many rows (a prefill) in bfloat16/float16 on a CPU without native half-precision matrix units: the
+  product runs on float32 copies and is rounded back — what the half-precision kernel computes
+  internally (float32 accumulation), several times faster where that kernel is emulated. Decode
+  steps keep the half-precision kernel, which reads half the bytes.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if x.device.type != "cpu":
         return F.linear(x, weight, bias)
     rows = x.numel() // x.shape[-1] if x.numel() else 0
-    if weight.dtype in (torch.bfloat16, torch.float16) and rows > 1 and not _cpu_has_fast_half():
+    if weight.dtype in (torch.bfloat16, torch.float16) and rows > SMALL_BATCH_ROWS and not _cpu_has_fast_half():
         x32 = x.float()
         bias32 = None if bias is None else bias.float()
         if weight.shape[0] <= UPCAST_CHUNK_ROWS:
