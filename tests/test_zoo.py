@@ -201,3 +201,19 @@ def test_tiny_variants_build_on_cpu_reproducibly_and_run(name):
     assert torch.equal(out.logits, again.logits)
     if config.decoder.final_logit_softcap is not None:
         assert out.logits.abs().max() <= config.decoder.final_logit_softcap
+
+
+def test_cli_list_prints_a_table_and_json(capsys):
+    import json
+
+    from vlmzoo.cli import main
+
+    assert main(["list", "paligemma2-3b-*"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "aliases", "family", "parameters", "image", "tokens", "resolution"]
+    assert any(line.split()[:3] == ["paligemma2-3b-224", "paligemma2-224", "paligemma2"] for line in lines)
+    assert main(["list", "paligemma2-3b-448", "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["parameters"] == 3_033_127_152 and row["image_tokens"] == 1024 and row["resolution"] == 448
+    assert main(["list", "no-such-*"]) == 2
+    assert "no variant matches" in capsys.readouterr().err

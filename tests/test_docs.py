@@ -1,0 +1,39 @@
+"""The generated docs pages cover the whole registry and the whole command line."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from docs_examples import REPO_ROOT
+
+import vlmzoo
+import vlmzoo.cli
+
+spec = importlib.util.spec_from_file_location("docs_pages", REPO_ROOT / "scripts" / "docs_pages.py")
+docs_pages = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(docs_pages)
+
+
+def test_the_models_page_lists_every_variant_with_its_exact_parameter_count():
+    page = docs_pages.models_page()
+    for name in vlmzoo.list_models():
+        count = vlmzoo.build(name, device="meta").num_parameters()
+        assert f"| `{name}` |" in page and f"{count:,}" in page
+    assert "`paligemma2-224`" in page  # aliases are listed
+
+
+def test_the_models_page_shows_a_plugin_variant(example_plugin_path):
+    from vlmzoo_example_plugin import plugin
+
+    with vlmzoo.plugins.plugin_registered(plugin):
+        assert "`example-paligemma2-tiny`" in docs_pages.models_page()
+
+
+def test_the_cli_page_documents_every_command_and_option():
+    page = docs_pages.cli_page()
+    top = vlmzoo.cli.parser()
+    for name, sub in docs_pages._subcommands(top):
+        assert f"## `vlmzoo {name}`" in page
+        for action in sub._actions:
+            for flag in action.option_strings:
+                assert flag in page, f"{flag} of `vlmzoo {name}` is missing from the CLI reference"
