@@ -16,7 +16,7 @@ def human_count(count: int) -> str:
 
 def format_table(header: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> str:
     """Columns padded to their widest cell; columns in ``right`` aligned right."""
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
 
     def line(cells: list[str]) -> str:
         padded = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
