@@ -12,13 +12,13 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from vlmzoo.checkpoints.hf_config import config_from_hf
 from vlmzoo.checkpoints.hub import CheckpointNotFoundError, resolve
 from vlmzoo.checkpoints.keys import to_vlmzoo_key
 from vlmzoo.checkpoints.safetensors_io import DTYPES, iter_tensors, read_header
 from vlmzoo.dtypes import resolve_dtype
+from vlmzoo.progress import progress_bar
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -151,9 +151,7 @@ def from_pretrained(
     plan = _plan(files, expected, tied=config.decoder.tie_word_embeddings)
     state: dict[str, torch.Tensor] = {}
     total = sum(len(keys) for keys in plan.values())
-    with tqdm(
-        total=total, desc="Loading weights", unit="tensor", disable=None if progress is None else not progress
-    ) as bar:
+    with progress_bar(total=total, desc="Loading weights", unit="tensor", enabled=progress) as bar:
         for path, keys in plan.items():
             for key, tensor in iter_tensors(path, set(keys), dtype=target_dtype):
                 name = keys[key]

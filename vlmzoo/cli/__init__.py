@@ -13,6 +13,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from vlmzoo.progress import set_quiet
+
 #: Modules that add subcommands, in the order ``vlmzoo --help`` lists them.
 COMMAND_MODULES = (
     "vlmzoo.cli.zoo",
@@ -29,6 +31,7 @@ def parser() -> argparse.ArgumentParser:
     """The full argument parser (also used to generate the CLI reference)."""
     top = argparse.ArgumentParser(prog="vlmzoo", description="PaliGemma and PaliGemma 2 model zoo.")
     top.add_argument("--debug", action="store_true", help="show the full traceback on errors")
+    top.add_argument("--quiet", action="store_true", help="no progress bars (they are also off when not a terminal)")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(commands)
@@ -38,6 +41,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (0 on success)."""
     args = parser().parse_args(argv)
+    if args.quiet:
+        set_quiet()
     try:
         return args.run(args)
     except KeyboardInterrupt:
