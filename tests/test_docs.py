@@ -37,3 +37,18 @@ def test_the_cli_page_documents_every_command_and_option():
         for action in sub._actions:
             for flag in action.option_strings:
                 assert flag in page, f"{flag} of `vlmzoo {name}` is missing from the CLI reference"
+
+
+def test_the_mask_pictures_are_what_the_script_draws_from_the_model_code(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location("make_doc_images", REPO_ROOT / "scripts" / "make_doc_images.py")
+    images = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(images)
+    monkeypatch.setattr(images, "IMAGES", tmp_path)
+    for path in images.masks():
+        committed = REPO_ROOT / "docs" / "images" / path.name
+        assert np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(committed))), (
+            f"docs/images/{path.name} is stale: run python scripts/make_doc_images.py masks"
+        )

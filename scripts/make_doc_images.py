@@ -1,0 +1,102 @@
+"""Make the pictures in docs/images from the library itself, so that they show what the code does.
+
+    python scripts/make_doc_images.py            # every picture
+    python scripts/make_doc_images.py masks      # only some
+
+The attention-mask pictures are drawn from `vlmzoo.model.attention_mask`, the function the model
+uses; the task pictures come from the shipped ``shapes-demo`` model.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from vlmzoo.model import attention_mask
+
+IMAGES = Path(__file__).resolve().parents[1] / "docs" / "images"
+
+CELL = 28
+PREFIX_COLOUR = (66, 133, 244)
+SUFFIX_COLOUR = (52, 168, 83)
+BLOCKED = (236, 236, 236)
+PADDING = (250, 250, 250)
+
+#: A short example sequence: 4 image tokens, <bos>, a two-word prompt, the newline; then a suffix.
+TOKENS = ["img", "img", "img", "img", "<bos>", "detect", "cat", "\\n", "loc", "loc", "cat", "<eos>"]
+PREFIX_LENGTH = 8
+
+
+def _mask_figure(allowed: torch.Tensor, labels: list[str], prefix: list[bool], valid: list[bool], title: str):
+    """Rows are queries, columns keys; a coloured cell means the query may attend to the key."""
+    font = ImageFont.load_default(size=13)
+    n = len(labels)
+    margin_left, margin_top = 70, 100
+    width, height = margin_left + n * CELL + 20, margin_top + n * CELL + 20
+    image = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(image)
+    draw.text((margin_left, 8), title, fill="black", font=ImageFont.load_default(size=15))
+    for i, label in enumerate(labels):
+        colour = "black" if valid[i] else (170, 170, 170)
+        draw.text((margin_left - 8, margin_top + i * CELL + CELL // 2), label, fill=colour, font=font, anchor="rm")
+        column = Image.new("RGBA", (70, 16), (255, 255, 255, 0))
+        ImageDraw.Draw(column).text((0, 0), label, fill=colour, font=font)
+        rotated = column.rotate(90, expand=True)
+        image.paste(rotated, (margin_left + i * CELL + 6, margin_top - 74), rotated)
+    for q in range(n):
+        for k in range(n):
+            if not valid[q]:
+                fill = PADDING
+            elif bool(allowed[q, k]):
+                fill = PREFIX_COLOUR if prefix[q] else SUFFIX_COLOUR
+            else:
+                fill = BLOCKED
+            x, y = margin_left + k * CELL, margin_top + q * CELL
+            draw.rectangle([x, y, x + CELL - 2, y + CELL - 2], fill=fill)
+    return image
+
+
+def _mask(labels: list[str], prefix_length: int, padding: int = 0, window: int | None = None):
+    n = len(labels)
+    columns = torch.arange(n)
+    valid = torch.tensor([[i >= padding for i in range(n)]])
+    prefix = torch.tensor([[padding <= i < padding + prefix_length for i in range(n)]])
+    allowed = attention_mask(columns, columns, valid, prefix, prefix, window=window)[0, 0]
+    return allowed, prefix[0].tolist(), valid[0].tolist()
+
+
+def masks() -> list[Path]:
+    """The prefix-LM mask, with left padding, and on a sliding-window layer."""
+    written = []
+    figures = {
+        "mask_prefix_lm.png": (TOKENS, 0, None, "prefix-LM: the prefix sees itself both ways; the suffix is causal"),
+        "mask_left_padding.png": (["<pad>", "<pad>", *TOKENS], 2, None, "left padding: no one attends to <pad>"),
+        "mask_sliding_window.png": (TOKENS, 0, 3, "sliding window 3: the prefix still sees the whole prefix"),
+    }
+    for name, (labels, padding, window, title) in figures.items():
+        allowed, prefix, valid = _mask(labels, PREFIX_LENGTH, padding, window)
+        path = IMAGES / name
+        _mask_figure(allowed, labels, prefix, valid, title).save(path)
+        written.append(path)
+    return written
+
+
+FIGURES: dict[str, Callable[[], list[Path]]] = {"masks": masks}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("figures", nargs="*", choices=[*FIGURES, []], help="which pictures (default: all)")
+    args = parser.parse_args()
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    for name in args.figures or FIGURES:
+        for path in FIGURES[name]():
+            print(path.relative_to(IMAGES.parents[1]))
+
+
+if __name__ == "__main__":
+    main()
