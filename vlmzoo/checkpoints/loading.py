@@ -18,6 +18,7 @@ from vlmzoo.checkpoints.hub import CheckpointNotFoundError, resolve
 from vlmzoo.checkpoints.keys import to_vlmzoo_key
 from vlmzoo.checkpoints.safetensors_io import DTYPES, iter_tensors, read_header
 from vlmzoo.dtypes import resolve_dtype
+from vlmzoo.errors import VlmzooError
 from vlmzoo.progress import progress_bar
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -26,7 +27,7 @@ PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt",
 TIED_HEAD = "language_model.lm_head.weight"
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(VlmzooError, ValueError):
     """The checkpoint's tensors do not fit the model its config describes."""
 
     def __init__(self, missing: list[str], unexpected: list[str], mis_shaped: list[str]) -> None:

@@ -25,6 +25,7 @@ import PIL.Image
 import torch
 from tokenizers import AddedToken, Tokenizer
 
+from vlmzoo.checkpoints.atomic import staged_directory
 from vlmzoo.checkpoints.hub import resolve
 
 from .images import ImageInput, preprocess_images
@@ -375,12 +376,10 @@ class PaliGemmaProcessor:
         """Write tokenizer.json, tokenizer_config.json and preprocessor_config.json (hub layout).
 
         The directory loads with :func:`load_processor` and with transformers'
-        ``PaliGemmaProcessor.from_pretrained``. Returns the written paths.
+        ``PaliGemmaProcessor.from_pretrained``. Returns the written paths. The files are written beside
+        the directory and moved in once complete, so a failed save leaves the old files as they were.
         """
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tokenizer_path = directory / TOKENIZER_FILE
-        self.tokenizer.save(str(tokenizer_path))
         vocab = self.tokenizer.get_vocab(with_added_tokens=True)
         tokenizer_config = {
             "tokenizer_class": "GemmaTokenizer",
@@ -411,17 +410,16 @@ class PaliGemmaProcessor:
             "rescale_factor": self.rescale_factor,
             "size": {"height": self.image_size, "width": self.image_size},
         }
-        paths = [tokenizer_path]
-        for name, content in (
-            (TOKENIZER_CONFIG_FILE, tokenizer_config),
-            (PREPROCESSOR_CONFIG_FILE, preprocessor_config),
-        ):
-            path = directory / name
-            with open(path, "w", encoding="utf-8") as f:
-                json.dump(content, f, indent=2, ensure_ascii=False)
-                f.write("\n")
-            paths.append(path)
-        return paths
+        with staged_directory(directory) as stage:
+            self.tokenizer.save(str(stage / TOKENIZER_FILE))
+            for name, content in (
+                (TOKENIZER_CONFIG_FILE, tokenizer_config),
+                (PREPROCESSOR_CONFIG_FILE, preprocessor_config),
+            ):
+                with open(stage / name, "w", encoding="utf-8") as f:
+                    json.dump(content, f, indent=2, ensure_ascii=False)
+                    f.write("\n")
+        return [directory / name for name in (TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, PREPROCESSOR_CONFIG_FILE)]
 
 
 # ---------------------------------------------------------------------- loading
