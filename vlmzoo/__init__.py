@@ -6,6 +6,13 @@
 
 from vlmzoo.checkpoints import CheckpointMismatchError, CheckpointNotFoundError, from_pretrained
 from vlmzoo.config import DecoderConfig, PaliGemmaConfig, ProjectorConfig, VisionConfig
+from vlmzoo.errors import (
+    DeviceError,
+    GenerationError,
+    InvalidFileError,
+    UnsupportedArgumentError,
+    VlmzooError,
+)
 from vlmzoo.hookspecs import hookimpl
 from vlmzoo.model import PaliGemma, PaliGemmaOutput
 from vlmzoo.pipeline import VisionLanguageModel, load
@@ -19,15 +26,20 @@ __all__ = [
     "CheckpointMismatchError",
     "CheckpointNotFoundError",
     "DecoderConfig",
+    "DeviceError",
+    "GenerationError",
+    "InvalidFileError",
     "PaliGemma",
     "PaliGemmaConfig",
     "PaliGemmaOutput",
     "ProjectorConfig",
     "PaliGemmaProcessor",
     "UnknownModelError",
+    "UnsupportedArgumentError",
     "Variant",
     "VisionLanguageModel",
     "VisionConfig",
+    "VlmzooError",
     "build",
     "from_pretrained",
     "get_config",
