@@ -18,6 +18,7 @@ from vlmzoo.model import PaliGemma, PaliGemmaOutput
 from vlmzoo.pipeline import VisionLanguageModel, load
 from vlmzoo.plugins import get_registries, list_plugins
 from vlmzoo.processing import PaliGemmaProcessor, load_processor
+from vlmzoo.tasks import DetectedObject, TaskResult, get_postprocessor
 from vlmzoo.zoo import UnknownModelError, Variant, build, get_config, list_models
 
 __version__ = "0.1.0"
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointMismatchError",
     "CheckpointNotFoundError",
+    "DetectedObject",
     "DecoderConfig",
     "DeviceError",
     "GenerationError",
@@ -33,6 +35,7 @@ __all__ = [
     "PaliGemmaConfig",
     "PaliGemmaOutput",
     "ProjectorConfig",
+    "TaskResult",
     "PaliGemmaProcessor",
     "UnknownModelError",
     "UnsupportedArgumentError",
@@ -43,6 +46,7 @@ __all__ = [
     "build",
     "from_pretrained",
     "get_config",
+    "get_postprocessor",
     "get_registries",
     "hookimpl",
     "list_models",
