@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from vlmzoo.errors import VlmzooError
+
 WEIGHT_PATTERNS = ["*.safetensors", "*.safetensors.index.json"]
 CONFIG_PATTERNS = ["*.json", "tokenizer.model"]
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
@@ -24,7 +26,7 @@ def bundled_checkpoint(name: str) -> Path | None:
     return None if folder is None else BUNDLED_DIR / folder
 
 
-class CheckpointNotFoundError(FileNotFoundError):
+class CheckpointNotFoundError(VlmzooError, FileNotFoundError):
     """Neither a local directory nor a reachable hub repository."""
 
 
