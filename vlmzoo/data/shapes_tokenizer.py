@@ -23,7 +23,7 @@ SPECIAL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>")
 WORDS = (
     "detect", "segment", "caption", "describe", "answer", "question", "en", "a", "an", "and", "two", "three",
     "red", "green", "blue", "yellow", "circle", "square", "triangle", "circles", "squares", "triangles",
-    "shape", "shapes", ";",
+    "shape", "shapes", "none", ";",
 )  # fmt: skip
 IMAGE_TOKEN = "<image>"
 LOC_TOKENS = tuple(f"<loc{i:04d}>" for i in range(1024))
@@ -41,7 +41,7 @@ def _word_merges() -> list[tuple[str, str]]:
     words = [tuple(form) for word in WORDS for form in (word, _SPACE + word)]
     merges: list[tuple[str, str]] = []
     while any(len(word) > 1 for word in words):
-        pairs = Counter(pair for word in words for pair in zip(word[:-1], word[1:]))
+        pairs = Counter(pair for word in words for pair in zip(word[:-1], word[1:], strict=True))
         best = min(pairs, key=lambda pair: (-pairs[pair], pair))
         merges.append(best)
         words = [_merge(word, best) for word in words]
