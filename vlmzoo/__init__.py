@@ -6,6 +6,13 @@
 
 from vlmzoo.checkpoints import CheckpointMismatchError, CheckpointNotFoundError, from_pretrained
 from vlmzoo.config import DecoderConfig, PaliGemmaConfig, ProjectorConfig, VisionConfig
+from vlmzoo.errors import (
+    DeviceError,
+    GenerationError,
+    InvalidFileError,
+    UnsupportedArgumentError,
+    VlmzooError,
+)
 from vlmzoo.hookspecs import hookimpl
 from vlmzoo.model import PaliGemma, PaliGemmaOutput
 from vlmzoo.pipeline import VisionLanguageModel, load
@@ -16,11 +23,26 @@ from vlmzoo.zoo import UnknownModelError, Variant, build, get_config, list_model
 
 __version__ = "0.1.0"
 
+
+def train(model, processor=None, train_data=None, eval_data=None, **options):
+    """Fine-tune a model on (image, prefix, suffix) records; see `vlmzoo.training.train` for the options.
+
+    >>> vlmzoo.train("google/paligemma2-3b-pt-224", train_data="train.jsonl", output_dir="runs/a",
+    ...              max_steps=100, batch_size=8, learning_rate=1e-5)  # doctest: +SKIP
+    """
+    # Imported here so that ``import vlmzoo`` does not load the training stack.
+    from vlmzoo.training import train as _train
+
+    return _train(model, processor, train_data, eval_data, **options)
+
 __all__ = [
     "CheckpointMismatchError",
     "CheckpointNotFoundError",
     "DetectedObject",
     "DecoderConfig",
+    "DeviceError",
+    "GenerationError",
+    "InvalidFileError",
     "PaliGemma",
     "PaliGemmaConfig",
     "PaliGemmaOutput",
@@ -28,9 +50,11 @@ __all__ = [
     "TaskResult",
     "PaliGemmaProcessor",
     "UnknownModelError",
+    "UnsupportedArgumentError",
     "Variant",
     "VisionLanguageModel",
     "VisionConfig",
+    "VlmzooError",
     "build",
     "from_pretrained",
     "get_config",
@@ -41,4 +65,5 @@ __all__ = [
     "list_plugins",
     "load",
     "load_processor",
+    "train",
 ]

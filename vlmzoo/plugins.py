@@ -21,6 +21,7 @@ from typing import Any
 import pluggy
 
 from vlmzoo import hookspecs
+from vlmzoo.errors import VlmzooError
 from vlmzoo.registry import OwnedRegistries, Registries
 
 ENTRY_POINT_GROUP = "vlmzoo"
@@ -33,7 +34,7 @@ BUILTIN_PLUGINS = (
 )
 
 
-class PluginError(RuntimeError):
+class PluginError(VlmzooError, RuntimeError):
     """A plugin failed to load or to register, and strict mode is on."""
 
 

@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "vlmzoo.cli.zoo",
     "vlmzoo.cli.generate",
     "vlmzoo.cli.tasks",
+    "vlmzoo.cli.train",
 )
 
 #: Exit code for errors caused by the input (argparse uses 2 for usage errors too).
