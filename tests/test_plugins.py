@@ -395,7 +395,7 @@ def _example_entry_points(plugin_dir):
     return project["name"], points
 
 
-def test_the_example_plugin_loads_from_its_entry_point(fake_entry_points, example_plugin_path):
+def test_the_example_plugin_loads_from_its_entry_point(fake_entry_points, example_plugin_path, installed_plugins):
     distribution, points = _example_entry_points(example_plugin_path)
     assert distribution == "vlmzoo-example-plugin" and [p.name for p in points] == ["example"]
     fake_entry_points(points)
@@ -447,3 +447,12 @@ def test_the_example_plugin_can_be_disabled_by_distribution(fake_entry_points, e
     monkeypatch.setenv("VLMZOO_DISABLE_PLUGINS", "vlmzoo-example-plugin")
     assert "example_scale_norm" not in vlmzoo.get_registries().norm
     assert "example-paligemma2-tiny" not in vlmzoo.list_models()
+
+
+def test_installed_plugins_load_without_errors(installed_plugins):
+    """Every plugin package installed beside vlmzoo (CI installs those under plugins/) loads cleanly."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PluginWarning)
+        loaded = {p.name: p for p in vlmzoo.list_plugins()}
+    for name in installed_plugins:
+        assert name in loaded and loaded[name].error is None, name

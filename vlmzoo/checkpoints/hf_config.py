@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
+from vlmzoo.checkpoints.hf_fields import ConfigConversionError, check_hf_config, conversion_error_from_validation
 from vlmzoo.config import DecoderConfig, PaliGemmaConfig, ProjectorConfig, VisionConfig
+
+__all__ = ["ConfigConversionError", "config_from_hf", "config_to_hf"]
 
 # Used when the whole sub-config is absent (PaliGemmaConfig's own defaults).
 _PALIGEMMA_VISION = {
@@ -54,10 +59,6 @@ _BLOCKS = {"gemma": "gemma", "gemma2": "gemma2"}
 _TANH_GELUS = {"gelu_pytorch_tanh", "gelu_new", "gelu_fast", "gelu"}  # Gemma's legacy "gelu" means tanh
 
 
-class ConfigConversionError(ValueError):
-    """A config.json that does not describe a model vlmzoo can build."""
-
-
 def _activation(section: str, value: Any) -> None:
     if value is not None and value not in _TANH_GELUS:
         raise ConfigConversionError(
@@ -79,7 +80,23 @@ def _rope_theta(text: dict[str, Any]) -> float:
 
 
 def config_from_hf(data: dict[str, Any], name: str | None = None) -> PaliGemmaConfig:
-    """Build a `PaliGemmaConfig` from the dict of a Hugging Face PaliGemma ``config.json``."""
+    """Build a `PaliGemmaConfig` from the dict of a Hugging Face PaliGemma ``config.json``.
+
+    Raises `ConfigConversionError` naming the Hugging Face field at fault for values of the wrong type,
+    impossible shapes and features vlmzoo does not support.
+    """
+    check_hf_config(data)
+    try:
+        return _config_from_hf(data, name)
+    except ValidationError as exc:
+        raise conversion_error_from_validation(exc) from None
+    except ConfigConversionError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a shape the field checks do not cover
+        raise ConfigConversionError(f"cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def _config_from_hf(data: dict[str, Any], name: str | None) -> PaliGemmaConfig:
     model_type = data.get("model_type", "paligemma")
     if model_type != "paligemma":
         raise ConfigConversionError(

@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from vlmzoo.errors import VlmzooError
+
 WEIGHT_PATTERNS = ["*.safetensors", "*.safetensors.index.json"]
 CONFIG_PATTERNS = ["*.json", "tokenizer.model"]
 
 
-class CheckpointNotFoundError(FileNotFoundError):
+class CheckpointNotFoundError(VlmzooError, FileNotFoundError):
     """Neither a local directory nor a reachable hub repository."""
 
 

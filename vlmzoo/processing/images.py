@@ -19,13 +19,15 @@ import PIL.Image
 import PIL.ImageOps
 import torch
 
+from vlmzoo.errors import VlmzooError
+
 __all__ = ["ImageInput", "ImageLoadError", "load_image", "to_rgb_array", "preprocess_images"]
 
 #: Anything the processor accepts as one image.
 ImageInput = PIL.Image.Image | str | os.PathLike | np.ndarray | torch.Tensor
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(VlmzooError, ValueError):
     """An image file or object could not be turned into pixels."""
 
 
