@@ -30,6 +30,7 @@ BUILTIN_PLUGINS = (
     "vlmzoo.builtin.components",
     "vlmzoo.builtin.variants",
     "vlmzoo.builtin.samplers",
+    "vlmzoo.builtin.postprocessors",
 )
 
 

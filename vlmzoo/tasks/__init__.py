@@ -1,0 +1,85 @@
+"""Tasks: prompts the checkpoints were trained with, and model text turned into boxes, masks and text.
+
+>>> import vlmzoo
+>>> result = vlmzoo.get_postprocessor("detect").parse("<loc0000><loc0000><loc0511><loc1023> cat", image_size=(640, 480))
+>>> result.objects[0].label, result.objects[0].box
+('cat', (0.0, 0.0, 640.0, 239.76539589442814))
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from vlmzoo.tasks.base import Postprocessor, TaskError, check_language, check_names
+from vlmzoo.tasks.detection import Detect
+from vlmzoo.tasks.drawing import draw_objects, label_color
+from vlmzoo.tasks.locations import DEFAULT_BINS, LocatedText, clean_text, format_objects, parse_located_text
+from vlmzoo.tasks.results import DetectedObject, ImageSizeError, TaskResult, check_image_size
+from vlmzoo.tasks.rle import mask_to_rle, rle_to_mask
+from vlmzoo.tasks.text import Answer, Caption, Ocr, TextPostprocessor
+
+__all__ = [
+    "DEFAULT_BINS",
+    "Answer",
+    "Caption",
+    "Detect",
+    "DetectedObject",
+    "ImageSizeError",
+    "LocatedText",
+    "Ocr",
+    "Postprocessor",
+    "TaskError",
+    "TaskResult",
+    "TextPostprocessor",
+    "check_image_size",
+    "check_language",
+    "check_names",
+    "clean_text",
+    "draw_objects",
+    "format_objects",
+    "get_postprocessor",
+    "label_color",
+    "list_tasks",
+    "mask_to_rle",
+    "parse_located_text",
+    "rle_to_mask",
+]
+
+
+def list_tasks() -> list[str]:
+    """Names of every registered post-processor (built-in and from plugins), sorted."""
+    from vlmzoo.plugins import get_registries
+
+    return get_registries().postprocessor.keys()
+
+
+def get_postprocessor(name: str, **options: Any) -> Postprocessor:
+    """The post-processor registered as ``name``, built with ``options`` (e.g. ``bins=1024``, ``vae=...``).
+
+    An unknown name raises `vlmzoo.registry.UnknownKeyError` naming the closest registered ones; an
+    option the post-processor does not take raises TypeError listing those it does.
+    """
+    from vlmzoo.plugins import get_registries
+
+    if not isinstance(name, str):
+        raise TypeError(f"a task name is a string such as 'detect', got {type(name).__name__}")
+    factory = get_registries().postprocessor.get(name)
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # builtins without a signature: let the call speak
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(**options)
+        except TypeError:
+            accepted = [
+                p.name
+                for p in signature.parameters.values()
+                if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD
+            ]
+            raise TypeError(
+                f"post-processor {name!r} does not take the option(s) {sorted(options)}; "
+                f"it takes: {', '.join(accepted) or 'no options'}"
+            ) from None
+    return factory(**options)
