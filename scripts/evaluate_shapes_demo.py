@@ -49,7 +49,8 @@ def evaluate(
     Returns, per prompt kind, ``{"precision", "recall", "prompts", "objects"}`` for detection and
     ``{"accuracy", "prompts"}`` for captions.
     """
-    items = [(scene, record) for scene, records in shapes.make_records(seed, num_images, size=size) for record in records]
+    scenes = shapes.make_records(seed, num_images, size=size)
+    items = [(scene, record) for scene, records in scenes for record in records]
     tallies: dict[str, Counter] = {kind: Counter() for kind in shapes.PROMPT_KINDS}
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]

@@ -41,7 +41,7 @@ def _word_merges() -> list[tuple[str, str]]:
     words = [tuple(form) for word in WORDS for form in (word, _SPACE + word)]
     merges: list[tuple[str, str]] = []
     while any(len(word) > 1 for word in words):
-        pairs = Counter(pair for word in words for pair in zip(word[:-1], word[1:]))
+        pairs = Counter(pair for word in words for pair in zip(word[:-1], word[1:], strict=True))
         best = min(pairs, key=lambda pair: (-pairs[pair], pair))
         merges.append(best)
         words = [_merge(word, best) for word in words]
