@@ -17,6 +17,14 @@ from vlmzoo.tasks.drawing import draw_objects, label_color
 from vlmzoo.tasks.locations import DEFAULT_BINS, LocatedText, clean_text, format_objects, parse_located_text
 from vlmzoo.tasks.results import DetectedObject, ImageSizeError, TaskResult, check_image_size
 from vlmzoo.tasks.rle import mask_to_rle, rle_to_mask
+from vlmzoo.tasks.segmentation import (
+    MaskDecoder,
+    Segment,
+    VaeFileError,
+    convert_vae_to_safetensors,
+    load_mask_decoder,
+    place_mask,
+)
 from vlmzoo.tasks.text import Answer, Caption, Ocr, TextPostprocessor
 
 __all__ = [
@@ -27,22 +35,28 @@ __all__ = [
     "DetectedObject",
     "ImageSizeError",
     "LocatedText",
+    "MaskDecoder",
     "Ocr",
     "Postprocessor",
+    "Segment",
     "TaskError",
     "TaskResult",
     "TextPostprocessor",
+    "VaeFileError",
     "check_image_size",
     "check_language",
     "check_names",
     "clean_text",
+    "convert_vae_to_safetensors",
     "draw_objects",
     "format_objects",
     "get_postprocessor",
     "label_color",
     "list_tasks",
+    "load_mask_decoder",
     "mask_to_rle",
     "parse_located_text",
+    "place_mask",
     "rle_to_mask",
 ]
 
