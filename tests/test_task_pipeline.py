@@ -112,3 +112,24 @@ def test_task_errors_are_clear(vlm):
         vlm.detect(image, ["cat"], colour="red")
     with pytest.raises(ValueError, match="empty list of images"):
         vlm.caption([])
+
+
+def test_segment_end_to_end_places_masks_in_the_original_image(vlm, tmp_path):
+    import numpy as np
+
+    from vlmzoo.tasks import format_objects
+
+    path = tmp_path / "vae.npz"
+    rng = np.random.default_rng(0)
+    decoder = vlmzoo.tasks.MaskDecoder()
+    weights = {"_vq_vae._embedding": rng.normal(size=(128, 512)).astype(np.float32)}
+    for key, value in decoder.decoder.state_dict().items():
+        weights[f"decoder.{key}"] = np.zeros(tuple(value.shape), np.float32)
+    weights["decoder.12.bias"][:] = 1.0  # every decoded mask fills its box
+    np.savez(path, **weights)
+    image = Image.new("RGB", (90, 60), "white")
+    text = format_objects([{"label": "cat", "box": (9, 6, 45, 30), "seg_codes": [5] * 16}], (90, 60))
+    result = vlm.segment(image, "cat", vae=path, sampler=Scripted([ids(vlm, text)]))
+    (obj,) = result.objects
+    assert obj.label == "cat" and obj.mask.shape == (60, 90)
+    assert obj.mask.sum() == 36 * 24 and obj.mask[6:30, 9:45].all()

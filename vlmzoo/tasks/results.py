@@ -129,20 +129,13 @@ class TaskResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: task, text, raw text, image size and each object's `DetectedObject.to_dict`."""
-        out: dict[str, Any] = {
+        return {
             "task": self.task,
             "text": self.text,
             "raw_text": self.raw_text,
             "image_size": None if self.image_size is None else list(self.image_size),
             "objects": [o.to_dict() for o in self.objects],
         }
-        extra = self._extra_fields()
-        out.update(extra)
-        return out
-
-    def _extra_fields(self) -> dict[str, Any]:
-        """Fields a subclass adds to `to_dict` (e.g. counts)."""
-        return {}
 
     def to_json(self, **dumps_options: Any) -> str:
         """`to_dict` as a JSON string (``dumps_options`` go to `json.dumps`)."""
