@@ -57,14 +57,14 @@ def resolve_device(device: torch.device | str | int | None, *, default: str = "c
         if name.split(":")[0] in _MISNAMED:
             raise DeviceError(
                 f"{device!r} is not a PyTorch device name; did you mean {_MISNAMED[name.split(':')[0]]!r}? "
-                f"Available here: {', '.join(available_devices())}"
+                f"Available: {', '.join(available_devices())}"
             )
         device = name
     try:
         resolved = torch.device(device)
-    except (RuntimeError, ValueError, TypeError) as exc:
+    except (RuntimeError, ValueError, TypeError):
         raise DeviceError(
-            f"{device!r} is not a device name ({exc}); use one of: {', '.join(available_devices())}"
+            f"{device!r} is not a device name; use one of: {', '.join(available_devices())} (or 'auto')"
         ) from None
     if resolved.type in ("cpu", "meta"):
         return resolved
