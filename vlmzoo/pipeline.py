@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -11,7 +10,7 @@ import numpy as np
 import torch
 
 from vlmzoo.processing import PaliGemmaProcessor, load_processor, to_rgb_array
-from vlmzoo.tasks import Postprocessor, TaskResult, get_postprocessor
+from vlmzoo.tasks import Postprocessor, TaskResult, prepare_task
 
 
 class VisionLanguageModel:
@@ -110,16 +109,7 @@ class VisionLanguageModel:
         ``generate_options`` (``seed``, ``temperature``, ...) go to `generate`. Boxes and masks are in
         pixels of each original image.
         """
-        if isinstance(task, Postprocessor):
-            if options:
-                raise TypeError(f"options {sorted(options)} cannot change a post-processor object; build it with them")
-            post = task
-        else:
-            prompt_params = _keyword_names(_factory(task), "prompt")
-            prompt_options = {k: v for k, v in options.items() if k in prompt_params}
-            post = get_postprocessor(task, **{k: v for k, v in options.items() if k not in prompt_params})
-            options = prompt_options
-        prompt = post.prompt(*prompt_args, **options)
+        post, prompt = prepare_task(task, *prompt_args, **options)
         single = not isinstance(images, (list, tuple)) and not (
             isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4
         )
@@ -155,23 +145,6 @@ class VisionLanguageModel:
     def answer(self, images: Any, question: str, lang: str = "en", **options: Any) -> TaskResult | list[TaskResult]:
         """Answer a question about the image (``answer en {question}``); the answer is ``.text``."""
         return self.run("answer", images, question, lang=lang, **options)
-
-
-def _factory(name: str) -> Any:
-    from vlmzoo.plugins import get_registries
-
-    return get_registries().postprocessor.get(name)
-
-
-def _keyword_names(factory: Any, method: str) -> set[str]:
-    """Parameter names of ``factory.method`` (the task's prompt), to route options to it."""
-    function = getattr(factory, method, None)
-    if function is None:
-        return set()
-    try:
-        return {p.name for p in inspect.signature(function).parameters.values() if p.name != "self"}
-    except (TypeError, ValueError):
-        return set()
 
 
 def load(

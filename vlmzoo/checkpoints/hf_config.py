@@ -160,7 +160,7 @@ def _config_from_hf(data: dict[str, Any], name: str | None) -> PaliGemmaConfig:
         image_token_id=image_token,
         pad_token_id=_first(data, text, "pad_token_id", 0),
         bos_token_id=_first(data, text, "bos_token_id", 2),
-        eos_token_id=_first(data, text, "eos_token_id", 1),
+        eos_token_id=_eos_ids(data, text),
     )
 
 
@@ -194,6 +194,17 @@ def _first(top: dict[str, Any], text: dict[str, Any], key: str, default: int) ->
     return default
 
 
+def _eos_ids(top: dict[str, Any], text: dict[str, Any]) -> int | tuple[int, ...]:
+    """Every end token, as an int or (for a list such as ``[1, 107]``) a tuple; never just the first."""
+    for source in (text, top):
+        value = source.get("eos_token_id")
+        if isinstance(value, (list, tuple)) and value:
+            return int(value[0]) if len(value) == 1 else tuple(int(v) for v in value)
+        if value is not None and not isinstance(value, (list, tuple)):
+            return int(value)
+    return 1
+
+
 def config_to_hf(config: PaliGemmaConfig, dtype: str = "float32") -> dict[str, Any]:
     """The ``config.json`` dict transformers' PaliGemmaForConditionalGeneration loads."""
     vision, decoder = config.vision, config.decoder
@@ -215,7 +226,7 @@ def config_to_hf(config: PaliGemmaConfig, dtype: str = "float32") -> dict[str, A
         "num_image_tokens": config.num_image_tokens,
         "pad_token_id": config.pad_token_id,
         "bos_token_id": config.bos_token_id,
-        "eos_token_id": config.eos_token_id,
+        "eos_token_id": _eos_json(config),
         "dtype": dtype,
     }
     if decoder.block == "gemma2":
@@ -245,7 +256,7 @@ def config_to_hf(config: PaliGemmaConfig, dtype: str = "float32") -> dict[str, A
         "image_token_index": config.image_token_id,
         "pad_token_id": config.pad_token_id,
         "bos_token_id": config.bos_token_id,
-        "eos_token_id": config.eos_token_id,
+        "eos_token_id": _eos_json(config),
         "hidden_size": decoder.hidden_size,
         "projection_dim": decoder.hidden_size,
         "tie_word_embeddings": decoder.tie_word_embeddings,
@@ -266,6 +277,11 @@ def config_to_hf(config: PaliGemmaConfig, dtype: str = "float32") -> dict[str, A
             "vision_use_head": False,
         },
     }
+
+
+def _eos_json(config: PaliGemmaConfig) -> int | list[int]:
+    ids = config.eos_token_ids
+    return ids[0] if len(ids) == 1 else list(ids)
 
 
 def _int_if_whole(value: float) -> int | float:

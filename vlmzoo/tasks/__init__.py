@@ -57,6 +57,7 @@ __all__ = [
     "mask_to_rle",
     "parse_located_text",
     "place_mask",
+    "prepare_task",
     "rle_to_mask",
 ]
 
@@ -97,3 +98,42 @@ def get_postprocessor(name: str, **options: Any) -> Postprocessor:
                 f"it takes: {', '.join(accepted) or 'no options'}"
             ) from None
     return factory(**options)
+
+
+def _prompt_parameters(postprocessor: Any) -> set[str]:
+    """Names of the keyword parameters of ``postprocessor.prompt`` (a class or an instance)."""
+    function = getattr(postprocessor, "prompt", None)
+    if function is None:
+        return set()
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    return {p.name for p in parameters if p.name != "self" and p.kind is not p.VAR_POSITIONAL}
+
+
+def prepare_task(task: str | Postprocessor, *prompt_args: Any, **options: Any) -> tuple[Postprocessor, str]:
+    """The post-processor and the prompt for one task request.
+
+    ``task`` is a registered name or a post-processor object. ``prompt_args`` and the ``options`` named
+    in the task's ``prompt`` signature (``objects``, ``question``, ``lang``...) build the prompt; the
+    other ``options`` build the post-processor (``bins``, ``vae``...), which a ready object cannot take.
+
+    >>> post, prompt = prepare_task("detect", ["cat", "dog"], bins=1024)
+    >>> prompt
+    'detect cat ; dog'
+    """
+    if isinstance(task, Postprocessor):
+        post = task
+        prompt_names = _prompt_parameters(post)
+        unused = sorted(set(options) - prompt_names)
+        if unused:
+            raise TypeError(f"options {unused} cannot change a post-processor object; build it with them")
+        return post, post.prompt(*prompt_args, **options)
+    if not isinstance(task, str):
+        raise TypeError(f"a task is a name such as 'detect' or a post-processor object, got {type(task).__name__}")
+    from vlmzoo.plugins import get_registries
+
+    prompt_names = _prompt_parameters(get_registries().postprocessor.get(task))
+    post = get_postprocessor(task, **{k: v for k, v in options.items() if k not in prompt_names})
+    return post, post.prompt(*prompt_args, **{k: v for k, v in options.items() if k in prompt_names})
