@@ -103,12 +103,6 @@ class TaskResult:
     objects: list[DetectedObject] = field(default_factory=list)
     image_size: tuple[int, int] | None = None
 
-    def __len__(self) -> int:
-        return len(self.objects)
-
-    def __iter__(self):
-        return iter(self.objects)
-
     @property
     def labels(self) -> list[str]:
         return [o.label for o in self.objects]
