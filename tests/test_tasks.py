@@ -245,6 +245,21 @@ def test_bad_image_size_is_one_clear_error(size):
         get_postprocessor("detect").parse(loc(1, 2, 3, 4) + " cat", image_size=size)
 
 
+def test_prepare_task_routes_prompt_options_to_the_prompt_and_the_rest_to_the_postprocessor():
+    from vlmzoo.tasks import prepare_task
+
+    post, prompt = prepare_task("detect", ["cat", "dog"], bins=1024)
+    assert prompt == "detect cat ; dog" and post.bins == 1024
+    post, prompt = prepare_task("answer", "what is this?", lang="de")
+    assert prompt == "answer de what is this?"
+    same, prompt = prepare_task(post, "wie alt?", lang="fr")
+    assert same is post and prompt == "answer fr wie alt?"
+    with pytest.raises(TypeError, match="cannot change a post-processor object"):
+        prepare_task(post, "why?", bins=1024)
+    with pytest.raises(TypeError, match="a task is a name"):
+        prepare_task(3, "why?")
+
+
 def test_a_plugin_whose_postprocessor_raises_at_registration_breaks_nothing_else():
     import warnings
 
@@ -272,18 +287,3 @@ def test_a_plugin_whose_postprocessor_raises_at_registration_breaks_nothing_else
         info = {p.name: p for p in vlmzoo.list_plugins()}
         assert "RuntimeError: no model file" in info["broken-task"].error and info["good-task"].error is None
     assert any(issubclass(w.category, PluginWarning) and "broken-task" in str(w.message) for w in caught)
-
-
-def test_prepare_task_routes_prompt_options_to_the_prompt_and_the_rest_to_the_postprocessor():
-    from vlmzoo.tasks import prepare_task
-
-    post, prompt = prepare_task("detect", ["cat", "dog"], bins=1024)
-    assert prompt == "detect cat ; dog" and post.bins == 1024
-    post, prompt = prepare_task("answer", "what is this?", lang="de")
-    assert prompt == "answer de what is this?"
-    same, prompt = prepare_task(post, "wie alt?", lang="fr")
-    assert same is post and prompt == "answer fr wie alt?"
-    with pytest.raises(TypeError, match="cannot change a post-processor object"):
-        prepare_task(post, "why?", bins=1024)
-    with pytest.raises(TypeError, match="a task is a name"):
-        prepare_task(3, "why?")
