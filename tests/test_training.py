@@ -347,6 +347,16 @@ def test_lora_training_changes_only_the_targets_and_saves_a_plain_checkpoint(tmp
     for name, tensor in trained.state_dict().items():
         assert torch.equal(reloaded.state_dict()[name], tensor), name
 
+    # The merged model is a plain PaliGemma checkpoint: transformers loads it with the same logits.
+    from hf_checkpoints import load_hf_model, max_abs_diff
+
+    batch = Collator(processor, padding_side="left")(load_records(data_file))
+    inputs = {k: batch[k] for k in ("input_ids", "pixel_values", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        ours = trained(**inputs).logits
+        theirs = load_hf_model(tmp_path / "run")(**inputs).logits
+    assert max_abs_diff(ours, theirs, batch["attention_mask"]) < 1e-4
+
 
 # ---------------------------------------------------------------------- resume
 

@@ -483,7 +483,9 @@ class Trainer:
         """The trained model in its original architecture (LoRA merged; gathered under FSDP)."""
         lora = self.config.train == "lora"
         if self._sharded(group):
-            full = self._full_state(loss_module, group)
+            full = self._full_state(loss_module, group)  # gathered onto rank 0 only
+            if not group.is_main:
+                return loss_module.model
             return self._rebuilt(loss_module.model.config, full, lora=lora).eval()
         return merge_lora(loss_module.model) if lora else loss_module.model
 
