@@ -21,6 +21,7 @@ from typing import Any
 import pluggy
 
 from vlmzoo import hookspecs
+from vlmzoo.errors import VlmzooError
 from vlmzoo.registry import OwnedRegistries, Registries
 
 ENTRY_POINT_GROUP = "vlmzoo"
@@ -29,10 +30,11 @@ BUILTIN_PLUGINS = (
     "vlmzoo.builtin.components",
     "vlmzoo.builtin.variants",
     "vlmzoo.builtin.samplers",
+    "vlmzoo.builtin.postprocessors",
 )
 
 
-class PluginError(RuntimeError):
+class PluginError(VlmzooError, RuntimeError):
     """A plugin failed to load or to register, and strict mode is on."""
 
 
