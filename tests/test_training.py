@@ -454,3 +454,14 @@ def test_detection_records_are_scored_through_the_detect_postprocessor(processor
     ]
     scores = detection_scores(Answers(guesses), processor, records, batch_size=4)
     assert scores["detect_precision"] == pytest.approx(2 / 4) and scores["detect_recall"] == pytest.approx(2 / 3)
+
+
+def test_bfloat16_autocast_trains_and_evaluates(tmp_path, data_file, processor):
+    out = tmp_path / "run"
+    model = vlmzoo.train(tiny_model(), processor, data_file, eval_data=data_file, output_dir=out, max_steps=2,
+                         batch_size=4, learning_rate=1e-2, precision="bfloat16")  # fmt: skip
+    metrics = read_metrics(out)
+    assert metrics[0]["autocast"] == "bfloat16"
+    assert model.dtype == torch.float32  # weights and optimizer state stay in float32
+    final = [m for m in metrics if "eval_loss" in m][-1]
+    assert math.isfinite(final["eval_loss"]) and final["detect_examples"] == 1

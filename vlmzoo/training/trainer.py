@@ -503,8 +503,8 @@ class Trainer:
         try:
             results = {"eval_loss": evaluate_loss(inner, loader, group, group.device, amp)}
             if self.config.eval_detection and not self._sharded(group):
-                with autocast(group.device, amp):
-                    scores = detection_scores(inner.model, processor, records, batch_size=self._eval_batch, group=group)
+                # Generation runs in the weights' own dtype: its KV cache does not follow autocast.
+                scores = detection_scores(inner.model, processor, records, batch_size=self._eval_batch, group=group)
                 results.update(scores or {})
         finally:
             inner.model.train()
