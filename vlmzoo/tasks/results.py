@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from vlmzoo.errors import VlmzooError
 from vlmzoo.tasks.rle import mask_to_rle
 
 Box = tuple[float, float, float, float]
 
 
-class ImageSizeError(ValueError):
+class ImageSizeError(VlmzooError, ValueError):
     """An ``image_size`` that is not two positive integers ``(width, height)``."""
 
 
