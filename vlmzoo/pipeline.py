@@ -202,10 +202,19 @@ def load(
     device: torch.device | str | None = None,
     revision: str | None = None,
     token: str | bool | None = None,
+    local_files_only: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    **options: Any,
 ) -> VisionLanguageModel:
-    """Load a checkpoint's model and processor (a local directory or a hub repo id)."""
+    """Load a checkpoint's model and processor (a local directory or a hub repo id).
+
+    The processor is loaded first: a missing or damaged tokenizer is reported before gigabytes of
+    weights are read. ``options`` go to `vlmzoo.from_pretrained` (``torch_dtype``, ``device_map``,
+    ``attn_implementation``, ...).
+    """
     from vlmzoo.checkpoints import from_pretrained
 
-    model = from_pretrained(path_or_repo_id, dtype=dtype, device=device, revision=revision, token=token)
-    processor = load_processor(path_or_repo_id, revision=revision, token=token)
+    where = {"revision": revision, "token": token, "local_files_only": local_files_only, "cache_dir": cache_dir}
+    processor = load_processor(path_or_repo_id, **where)
+    model = from_pretrained(path_or_repo_id, dtype=dtype, device=device, **where, **options)
     return VisionLanguageModel(model, processor)
