@@ -172,6 +172,19 @@ def test_each_row_of_a_padded_batch_equals_the_row_alone():
         assert torch.equal(alone[0], together[row])
 
 
+def test_left_padding_is_not_history_for_a_repetition_penalty():
+    """The short row's padding holds the token it would pick first alone: counted as seen, the penalty would
+    change that pick."""
+    model = perturbed(vlmzoo.build("paligemma2-tiny", seed=0))
+    inputs = make_inputs(model.config, 2, suffix=False, prompt_lengths=[1, 6], seed=2)
+    keep = inputs["attention_mask"][0].bool()
+    options = dict(max_new_tokens=6, stop_at_eos=False, sampler="repetition_penalty", repetition_penalty=50.0)
+    alone = model.generate(input_ids=inputs["input_ids"][:1, keep], pixel_values=inputs["pixel_values"][:1], **options)
+    inputs["input_ids"][0, ~keep] = alone[0, 0]
+    together = model.generate(**inputs, **options)
+    assert torch.equal(together[0], alone[0])
+
+
 def test_sliding_layers_keep_only_the_window():
     config = vlmzoo.get_config("paligemma2-tiny").decoder  # window 8, layers 0 and 2 slide
     cache = KVCache(config, batch=2, length=40, dtype=torch.float32, device=torch.device("cpu"))

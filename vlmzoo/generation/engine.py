@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from vlmzoo.generation.cache import KVCache
+from vlmzoo.generation.checks import check_finite, check_max_new_tokens, hf_sampler_arguments
 from vlmzoo.generation.samplers import Sampler, make_sampler
 
 
@@ -28,9 +29,16 @@ class GenerationStep:
     logits: torch.Tensor
 
 
-def _stop_ids(eos_token_id: int | Sequence[int] | None, default: int, device: torch.device) -> torch.Tensor:
-    ids = [default] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else eos_token_id
+def _stop_ids(eos_token_id: int | Sequence[int] | None, default: Sequence[int], device: torch.device) -> torch.Tensor:
+    ids = default if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else eos_token_id
     return torch.tensor(list(ids), dtype=torch.long, device=device)
+
+
+def _prompt_history(input_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The prompt as samplers see it: each left-padding column holds the row's first real token instead,
+    so the set of tokens a row has seen (what a repetition penalty uses) is the same as for the row alone."""
+    first_real = input_ids.gather(1, valid.long().argmax(dim=1, keepdim=True))
+    return torch.where(valid, input_ids, first_real)
 
 
 def stream(
@@ -48,9 +56,15 @@ def stream(
     seed: int | None = None,
     **sampler_options,
 ) -> Iterator[GenerationStep]:
-    """Yield a `GenerationStep` as each token is made; stops when every row has stopped."""
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    """Yield a `GenerationStep` as each token is made; stops when every row has stopped.
+
+    Raises before any work when ``max_new_tokens`` with the prompt exceeds the model's positions, and
+    `GenerationError` as soon as the logits are not finite. ``do_sample``, ``temperature``, ``top_k``,
+    ``top_p`` and ``num_beams`` also take transformers' meaning (see `vlmzoo.generation.checks`).
+    """
+    sampler, sampler_options = hf_sampler_arguments(sampler, sampler_options)
+    check_max_new_tokens(max_new_tokens, input_ids.shape[-1], model.config.decoder.max_position_embeddings)
+    max_new_tokens = int(max_new_tokens)
     choose = make_sampler(sampler, **sampler_options)
     config = model.config
     device = model.device
@@ -63,7 +77,7 @@ def stream(
                 "(attention_mask[:, -1] == 1). Pad on the left, as the processor does."
             )
     batch, prompt_length = input_ids.shape
-    stop_ids = _stop_ids(eos_token_id, config.eos_token_id, device)
+    stop_ids = _stop_ids(eos_token_id, config.eos_token_ids, device)
     pad = config.pad_token_id if pad_token_id is None else pad_token_id
     generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
     decoder = model.language_model
@@ -75,9 +89,10 @@ def stream(
         hidden = decoder(prepared.embeds, model.masks(prepared), prepared.positions, cache)
         cache.advance(prompt_length)
         logits = decoder.logits(hidden[:, -1])
+        check_finite(logits, 0, prepared.embeds.dtype)
         positions = prepared.positions[:, -1:] + 1
         history = torch.full((batch, prompt_length + max_new_tokens), pad, dtype=torch.long, device=device)
-        history[:, :prompt_length] = input_ids
+        history[:, :prompt_length] = _prompt_history(input_ids, prepared.valid)
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
 
     for index in range(max_new_tokens):
@@ -95,6 +110,7 @@ def stream(
             hidden = decoder(decoder.embed(tokens[:, None]), cache.decode_masks(), positions, cache)
             cache.advance(1)
             logits = decoder.logits(hidden[:, -1])
+            check_finite(logits, index + 1, prepared.embeds.dtype)
             positions = positions + 1
 
 
