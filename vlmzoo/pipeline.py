@@ -19,7 +19,7 @@ class VisionLanguageModel:
     'a cat sleeping on a sofa'
     """
 
-    def __init__(self, model, processor: PaliGemmaProcessor) -> None:
+    def __init__(self, model, processor: PaliGemmaProcessor, *, compile: bool = False) -> None:
         if processor.num_image_tokens != model.config.num_image_tokens:
             raise ValueError(
                 f"the processor lays out {processor.num_image_tokens} image tokens but the model expects "
@@ -27,6 +27,8 @@ class VisionLanguageModel:
             )
         self.model = model
         self.processor = processor
+        #: Whether `generate` and `stream` compile the decode step by default.
+        self.compile = compile
 
     def __repr__(self) -> str:
         return f"VisionLanguageModel({getattr(self.model, 'name_or_path', self.model.config.name)!r})"
@@ -52,6 +54,7 @@ class VisionLanguageModel:
         ``options`` go to `vlmzoo.generation.generate`: ``seed``, ``stop_at_eos``, and sampler options
         such as ``temperature`` or ``top_p``. ``<loc>`` and ``<seg>`` tokens are kept in the text.
         """
+        options.setdefault("compile", self.compile)
         tokens = self.model.generate(
             **self._inputs(images, prompts), max_new_tokens=max_new_tokens, sampler=sampler, **options
         )
@@ -71,6 +74,7 @@ class VisionLanguageModel:
         """Yield pieces of text as tokens are made; joined, they equal `generate`'s answer."""
         if not isinstance(prompt, str):
             raise TypeError("stream() takes one prompt; use generate() for a batch")
+        options.setdefault("compile", self.compile)
         ids: list[int] = []
         shown = ""
         for step in self.model.stream(
@@ -94,10 +98,18 @@ def load(
     device: torch.device | str | None = None,
     revision: str | None = None,
     token: str | bool | None = None,
+    quantize: str | None = None,
+    compile: bool = False,
 ) -> VisionLanguageModel:
-    """Load a checkpoint's model and processor (a local directory or a hub repo id)."""
+    """Load a checkpoint's model and processor (a local directory or a hub repo id).
+
+    ``quantize="int8"`` or ``"int4"`` loads the decoder's weights quantized (see `vlmzoo.from_pretrained`);
+    ``compile=True`` makes generation compile its decode step (see `vlmzoo.generation.stream`).
+    """
     from vlmzoo.checkpoints import from_pretrained
 
-    model = from_pretrained(path_or_repo_id, dtype=dtype, device=device, revision=revision, token=token)
+    model = from_pretrained(
+        path_or_repo_id, dtype=dtype, device=device, revision=revision, token=token, quantize=quantize
+    )
     processor = load_processor(path_or_repo_id, revision=revision, token=token)
-    return VisionLanguageModel(model, processor)
+    return VisionLanguageModel(model, processor, compile=compile)

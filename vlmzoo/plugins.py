@@ -21,6 +21,7 @@ from typing import Any
 import pluggy
 
 from vlmzoo import hookspecs
+from vlmzoo.components.linear import forget_kernel_choices
 from vlmzoo.registry import OwnedRegistries, Registries
 
 ENTRY_POINT_GROUP = "vlmzoo"
@@ -194,6 +195,7 @@ def reset() -> None:
     global _state
     with _lock:
         _state = None
+        forget_kernel_choices()
 
 
 def list_plugins() -> list[PluginInfo]:

@@ -18,6 +18,8 @@ KINDS = (
     "sampler",
     "postprocessor",
     "variant",
+    "linear_kernel",
+    "quantization",
 )
 
 

@@ -132,13 +132,18 @@ def from_pretrained(
     device: torch.device | str | None = None,
     token: str | bool | None = None,
     progress: bool | None = None,
+    quantize: str | None = None,
     registries=None,
 ):
     """Load a PaliGemma or PaliGemma 2 checkpoint from a local directory or a hub repo id.
 
     ``dtype`` defaults to the checkpoint's own; ``device`` to the CPU. Weights are cast as they are
-    assigned. Raises `CheckpointMismatchError` (naming the keys) when weights and config disagree.
+    assigned. ``quantize="int8"`` or ``"int4"`` stores the decoder's weights quantized (see
+    `PaliGemma.quantize`), each weight quantized as soon as it is read, so the peak memory stays close
+    to the quantized model's size. Raises `CheckpointMismatchError` (naming the keys) when weights and
+    config disagree.
     """
+    from vlmzoo.model.quantize import check_device, get_scheme, prepare_for_loading
     from vlmzoo.zoo import build
 
     directory = resolve(path_or_repo_id, revision=revision, token=token)
@@ -146,16 +151,24 @@ def from_pretrained(
     files = weight_files(directory)
     target_dtype = resolve_dtype(dtype) or _checkpoint_dtype(config_data, files)
     target_device = torch.device(device) if device is not None else torch.device("cpu")
+    if quantize is not None:
+        check_device(quantize, get_scheme(quantize, registries), target_device.type)
     model = build(config, device="meta", dtype=target_dtype, registries=registries)
     expected = {name: tensor.shape for name, tensor in model.state_dict().items()}
     plan = _plan(files, expected, tied=config.decoder.tie_word_embeddings)
+    quantized = {} if quantize is None else prepare_for_loading(model, quantize, registries)
     state: dict[str, torch.Tensor] = {}
     total = sum(len(keys) for keys in plan.values())
     with progress_bar(total=total, desc="Loading weights", unit="tensor", enabled=progress) as bar:
         for path, keys in plan.items():
             for key, tensor in iter_tensors(path, set(keys), dtype=target_dtype):
                 name = keys[key]
-                state[name] = tensor.to(device=target_device, dtype=_dtype_for(tensor, target_dtype))
+                if name in quantized:
+                    path, scheme = quantized.pop(name)
+                    qweight, scales = scheme.quantize(tensor.to(target_device))
+                    state[f"{path}.qweight"], state[f"{path}.scales"] = qweight, scales
+                else:
+                    state[name] = tensor.to(device=target_device, dtype=_dtype_for(tensor, target_dtype))
                 del tensor
                 bar.update()
     model.load_state_dict(state, strict=True, assign=True)

@@ -19,6 +19,7 @@ from vlmzoo.progress import set_quiet
 COMMAND_MODULES = (
     "vlmzoo.cli.zoo",
     "vlmzoo.cli.generate",
+    "vlmzoo.cli.bench",
 )
 
 #: Exit code for errors caused by the input (argparse uses 2 for usage errors too).

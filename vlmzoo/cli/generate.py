@@ -8,7 +8,10 @@ import argparse
 def _generate(args: argparse.Namespace) -> int:
     import vlmzoo
 
-    vlm = vlmzoo.load(args.model, dtype=args.dtype, device=args.device, revision=args.revision)
+    vlm = vlmzoo.load(
+        args.model, dtype=args.dtype, device=args.device, revision=args.revision, quantize=args.quantize,
+        compile=args.compile,
+    )
     options = {
         name: value
         for name in ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
@@ -41,4 +44,6 @@ def register(commands) -> None:
     gen.add_argument("--device", help="e.g. cpu or cuda (default: cpu)")
     gen.add_argument("--revision", help="hub revision (branch, tag or commit)")
     gen.add_argument("--stream", action="store_true", help="print text as it is made")
+    gen.add_argument("--quantize", help="weight-only quantization of the decoder: int8 or int4")
+    gen.add_argument("--compile", action="store_true", help="compile the decode step (pays off on long outputs)")
     gen.set_defaults(run=_generate)

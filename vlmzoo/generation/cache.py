@@ -24,7 +24,10 @@ class LayerCache:
     def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         start, count = self.owner.column, k.shape[2]
         keep = min(count, self.size)
-        slots = torch.arange(start + count - keep, start + count, device=k.device) % self.size
+        if count == 1:  # a decode step: the slot is a tensor, so a compiled step does not see the column
+            slots = self.owner.step_slots[self.size]
+        else:
+            slots = torch.arange(start + count - keep, start + count, device=k.device) % self.size
         self.keys.index_copy_(2, slots, k[:, :, count - keep :])
         self.values.index_copy_(2, slots, v[:, :, count - keep :])
         if count > 1:  # prefill attends over the prompt itself, not the (possibly shorter) ring
@@ -56,6 +59,8 @@ class KVCache:
         self._slot_columns = {
             window: torch.full((size,), -1, dtype=torch.long, device=device) for window, size in self.sizes.items()
         }
+        #: For a one-column step: the slot it writes in a cache of each size (a [1] tensor).
+        self.step_slots: dict[int, torch.Tensor] = {}
 
     def __getitem__(self, layer: int) -> LayerCache:
         return self.layers[layer]
@@ -76,6 +81,8 @@ class KVCache:
             size = self.sizes[window]
             new = torch.arange(self.column, self.column + columns, device=slots.device)[-size:]
             slots[new % size] = new
+            if columns == 1:
+                self.step_slots[size] = new % size
 
     def advance(self, columns: int) -> None:
         self.column += columns

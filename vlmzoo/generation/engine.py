@@ -28,6 +28,27 @@ class GenerationStep:
     logits: torch.Tensor
 
 
+def decode_step(decoder, tokens: torch.Tensor, masks, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    """One token per row through the decoder, reading and filling ``cache``: the logits [B, V].
+
+    Everything that changes from step to step arrives as a tensor (the cache's slot for this column
+    included), so one compiled graph serves every step of a run.
+    """
+    hidden = decoder(decoder.embed(tokens[:, None]), masks, positions, cache)
+    return decoder.logits(hidden[:, -1])
+
+
+_compiled_step = None
+
+
+def compiled_decode_step():
+    """`decode_step` under ``torch.compile`` (compiled once per process, on first use, for each shape)."""
+    global _compiled_step
+    if _compiled_step is None:
+        _compiled_step = torch.compile(decode_step)
+    return _compiled_step
+
+
 def _stop_ids(eos_token_id: int | Sequence[int] | None, default: int, device: torch.device) -> torch.Tensor:
     ids = [default] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else eos_token_id
     return torch.tensor(list(ids), dtype=torch.long, device=device)
@@ -46,9 +67,14 @@ def stream(
     eos_token_id: int | Sequence[int] | None = None,
     pad_token_id: int | None = None,
     seed: int | None = None,
+    compile: bool = False,
     **sampler_options,
 ) -> Iterator[GenerationStep]:
-    """Yield a `GenerationStep` as each token is made; stops when every row has stopped."""
+    """Yield a `GenerationStep` as each token is made; stops when every row has stopped.
+
+    ``compile=True`` runs the decode steps through `torch.compile` (the first step, and the prefill,
+    stay eager); the first run pays the compilation, and later runs of the same shapes reuse it.
+    """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     choose = make_sampler(sampler, **sampler_options)
@@ -92,9 +118,9 @@ def stream(
             return
         with torch.inference_mode():
             cache.begin(1)
-            hidden = decoder(decoder.embed(tokens[:, None]), cache.decode_masks(), positions, cache)
+            step = compiled_decode_step() if compile and index > 0 else decode_step
+            logits = step(decoder, tokens, cache.decode_masks(), positions, cache)
             cache.advance(1)
-            logits = decoder.logits(hidden[:, -1])
             positions = positions + 1
 
 
@@ -112,6 +138,7 @@ def generate(
     pad_token_id: int | None = None,
     seed: int | None = None,
     callback: Callable[[GenerationStep], None] | None = None,
+    compile: bool = False,
     **sampler_options,
 ) -> torch.Tensor:
     """The new tokens only, [B, n]; rows that stopped early are padded with the pad token."""
@@ -128,6 +155,7 @@ def generate(
         eos_token_id=eos_token_id,
         pad_token_id=pad_token_id,
         seed=seed,
+        compile=compile,
         **sampler_options,
     ):
         columns.append(step.tokens)
