@@ -10,6 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TORCH_VERSION="2.13.0"
+CPU_INDEX="https://download.pytorch.org/whl/cpu"
 dev=0
 [[ "${1:-}" == "--dev" ]] && dev=1
 
@@ -18,8 +19,11 @@ py=.venv/bin/python
 $py -m pip install --quiet --upgrade pip
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     $py -m pip install --quiet "torch==${TORCH_VERSION}"
+elif $py -c "import urllib.request; urllib.request.urlopen('$CPU_INDEX/torch/', timeout=10)" 2>/dev/null; then
+    $py -m pip install --quiet "torch==${TORCH_VERSION}" --extra-index-url "$CPU_INDEX"
 else
-    $py -m pip install --quiet "torch==${TORCH_VERSION}" --extra-index-url https://download.pytorch.org/whl/cpu
+    # PyTorch's index cannot be reached (a mirror or a local wheel cache is configured): take what pip finds.
+    $py -m pip install --quiet "torch==${TORCH_VERSION}"
 fi
 if [[ $dev == 1 ]]; then
     $py -m pip install --quiet -e ".[dev]"

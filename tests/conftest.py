@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import types
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -22,10 +23,24 @@ EXAMPLE_PLUGIN_DIR = REPO_ROOT / "plugins" / "vlmzoo-example-plugin"
 EXAMPLE_PLUGIN_SRC = EXAMPLE_PLUGIN_DIR / "src"
 
 
+def installed_plugin_names() -> list[str]:
+    """Entry-point names of the third-party plugins installed beside vlmzoo (e.g. by ``setup.sh --dev``)."""
+    return sorted({ep.name for ep in metadata.entry_points(group="vlmzoo")})
+
+
+# Test modules parametrize over the registries when they are collected: built-in plugins only, then too.
+if installed_plugin_names():
+    os.environ["VLMZOO_DISABLE_PLUGINS"] = ",".join(installed_plugin_names())
+
+
 @pytest.fixture(autouse=True)
-def _default_plugin_state(monkeypatch):
-    """No plugin environment variables, no hand-registered plugins left over, registries rebuilt after."""
-    monkeypatch.delenv("VLMZOO_DISABLE_PLUGINS", raising=False)
+def _default_plugin_state(monkeypatch, request):
+    """Only the built-in plugins (unless a test asks for ``installed_plugins``), no plugin environment
+    variables, no hand-registered plugins left over, registries rebuilt after."""
+    if "installed_plugins" in request.fixturenames or not installed_plugin_names():
+        monkeypatch.delenv("VLMZOO_DISABLE_PLUGINS", raising=False)
+    else:
+        monkeypatch.setenv("VLMZOO_DISABLE_PLUGINS", ",".join(installed_plugin_names()))
     monkeypatch.delenv("VLMZOO_STRICT_PLUGINS", raising=False)
     before = set(vlmzoo.plugins._extra)
     vlmzoo.plugins.reset()
@@ -33,6 +48,12 @@ def _default_plugin_state(monkeypatch):
     for name in set(vlmzoo.plugins._extra) - before:
         vlmzoo.plugins.unregister_plugin(name)
     vlmzoo.plugins.reset()
+
+
+@pytest.fixture
+def installed_plugins() -> list[str]:
+    """The installed third-party plugins are loaded in this test (they are off in every other test)."""
+    return installed_plugin_names()
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,10 @@ directory. An HTML comment on the line before a block changes how it runs:
 
 - ``<!-- docs-test: demo -->``: the block needs a real hub checkpoint; it runs with every
   ``google/paligemma...`` repo id replaced by the shipped ``shapes-demo`` model.
-- ``<!-- docs-test: skip (reason) -->``: the block cannot run here (a GPU, a cluster); the reason is
-  required.
+- ``<!-- docs-test: raises ErrorName -->``: the block shows an error; it must raise ``ErrorName``
+  (the class name of the exception or of one of its bases).
+- ``<!-- docs-test: skip (reason) -->``: the block cannot run here (a GPU, a cluster) or is a fragment
+  of a larger file; the reason is required.
 """
 
 from __future__ import annotations
@@ -59,6 +61,10 @@ def runnable_code(example: Example) -> str | None:
         return example.code
     if example.directive == "demo":
         return HUB_ID.sub(DEMO_MODEL, example.code)
+    if example.directive == "raises":
+        if not example.reason.isidentifier():
+            raise ValueError(f"{example.where}: docs-test raises needs an exception class name")
+        return example.code
     if example.directive == "skip":
         if not example.reason:
             raise ValueError(f"{example.where}: a docs-test skip needs a reason")

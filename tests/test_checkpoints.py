@@ -409,6 +409,20 @@ def test_config_round_trip(name):
     assert back.model_copy(update={"name": config.name}) == config
 
 
+def test_several_end_tokens_are_all_kept():
+    """Gemma 2 instruction configs end rows at <eos> or <end_of_turn>: ``[1, 107]`` must not become 1."""
+    data = config_to_hf(vlmzoo.get_config("paligemma2-tiny"))
+    data["text_config"]["eos_token_id"] = [1, 107]
+    config = config_from_hf(data)
+    assert config.eos_token_id == (1, 107) and config.eos_token_ids == (1, 107)
+    assert config_to_hf(config)["eos_token_id"] == [1, 107]
+    assert config_from_hf(config_to_hf(config)) == config
+    assert vlmzoo.PaliGemmaConfig.from_json(config.to_json()) == config
+    assert config_from_hf({**data, "text_config": {**data["text_config"], "eos_token_id": 1}}).eos_token_ids == (1,)
+    with pytest.raises(ValueError, match="eos_token_id"):
+        config.replace(eos_token_id=(1, config.decoder.vocab_size))
+
+
 @pytest.mark.parametrize("name", vlmzoo.list_models())
 def test_config_to_hf_matches_transformers(name):
     """transformers reads config_to_hf's dict as the same architecture (checked on the meta device)."""

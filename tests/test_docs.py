@@ -52,3 +52,30 @@ def test_the_mask_pictures_are_what_the_script_draws_from_the_model_code(tmp_pat
         assert np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(committed))), (
             f"docs/images/{path.name} is stale: run python scripts/make_doc_images.py masks"
         )
+
+
+def _api_directives() -> set[str]:
+    """Every object rendered by a mkdocstrings ``::: name`` line in the API pages."""
+    found = set()
+    for page in (REPO_ROOT / "docs" / "api").rglob("*.md"):
+        for line in page.read_text(encoding="utf-8").splitlines():
+            if line.startswith("::: "):
+                found.add(line.removeprefix("::: ").strip())
+    return found
+
+
+def test_every_public_name_has_an_api_entry():
+    documented = _api_directives()
+    missing = [name for name in vlmzoo.__all__ if f"vlmzoo.{name}" not in documented]
+    assert not missing, f"add `::: vlmzoo.<name>` to a page under docs/api for: {missing}"
+
+
+def test_every_public_subpackage_has_a_module_page():
+    documented = _api_directives()
+    packages = sorted(
+        f"vlmzoo.{path.parent.name}"
+        for path in (REPO_ROOT / "vlmzoo").glob("*/__init__.py")
+        if path.parent.name not in {"builtin", "cli"}
+    )
+    missing = [name for name in packages if not any(d == name or d.startswith(f"{name}.") for d in documented)]
+    assert not missing, f"add a page under docs/api/modules with `::: <package>` for: {missing}"

@@ -65,11 +65,29 @@ class NoImageToken(Greedy):
         return logits.index_fill(-1, torch.tensor([self.image_token_id]), float("-inf"))
 
 
+def text_only_inputs(config, batch: int, length: int, seed: int) -> dict[str, torch.Tensor]:
+    """Prompts of ``length`` text tokens and no image (``length`` 1 is a lone token: a one-column prefill)."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, config.decoder.vocab_size - 1, (batch, length), generator=generator)
+    ones = torch.ones_like(ids)
+    return {"input_ids": ids, "attention_mask": ones, "token_type_ids": torch.zeros_like(ids)}
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(config=small_configs(), batch=st.integers(1, 3), new_tokens=st.integers(1, 8), seed=st.integers(0, 99))
-def test_cached_decoding_matches_full_forward(config, batch, new_tokens, seed):
+@given(
+    config=small_configs(),
+    batch=st.integers(1, 3),
+    new_tokens=st.integers(1, 8),
+    text_only=st.sampled_from([None, 1, 2, 3]),
+    seed=st.integers(0, 99),
+)
+def test_cached_decoding_matches_full_forward(config, batch, new_tokens, text_only, seed):
+    """Images with prompts of 1+ tokens, or text-only prompts as short as one token."""
     model = perturbed(vlmzoo.build(config, seed=seed), seed)
-    inputs = make_inputs(config, batch, suffix=False, seed=seed)
+    if text_only is None:
+        inputs = make_inputs(config, batch, suffix=False, prompt_lengths=[1 + 2 * i for i in range(batch)], seed=seed)
+    else:
+        inputs = text_only_inputs(config, batch, text_only, seed)
     # Never emit the image token: fed back in a full forward pass it would ask for another image.
     steps = list(model.stream(**inputs, max_new_tokens=new_tokens, stop_at_eos=False, sampler=NoImageToken(config)))
     generated = torch.stack([s.tokens for s in steps], dim=1)
@@ -77,13 +95,49 @@ def test_cached_decoding_matches_full_forward(config, batch, new_tokens, seed):
     with torch.no_grad():
         full = model(
             input_ids=torch.cat([inputs["input_ids"], generated], 1),
-            pixel_values=inputs["pixel_values"],
+            pixel_values=inputs.get("pixel_values"),
             attention_mask=torch.cat([inputs["attention_mask"], ones], 1),
             token_type_ids=torch.cat([inputs["token_type_ids"], ones], 1),
         ).logits
     prompt = inputs["input_ids"].shape[1]
     for i, step in enumerate(steps):
         torch.testing.assert_close(step.logits, full[:, prompt - 1 + i], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["paligemma-tiny", "paligemma2-tiny"])
+def test_one_token_prompt_first_logits_equal_a_full_forward(name):
+    """A lone prompt token is a prefill of one column: it must attend to itself only, not to empty slots."""
+    model = perturbed(vlmzoo.build(name, seed=0))
+    inputs = text_only_inputs(model.config, 2, 1, seed=4)
+    step = next(iter(model.stream(**inputs, max_new_tokens=1)))
+    with torch.no_grad():
+        full = model(**inputs).logits[:, -1]
+    torch.testing.assert_close(step.logits, full, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("chunks", [[5, 3, 1, 4], [1, 1, 6, 2], [9, 12]])
+@pytest.mark.parametrize("name", ["paligemma-tiny", "paligemma2-tiny"])
+def test_multi_token_continuations_of_a_cache_equal_a_full_forward(name, chunks):
+    """Chunks of several tokens after the prefill (the sliding layers' ring of 8 wraps inside them)."""
+    model = perturbed(vlmzoo.build(name, seed=1))
+    decoder = model.language_model
+    ids = text_only_inputs(model.config, 2, sum(chunks), seed=5)["input_ids"]
+    with torch.no_grad():
+        ones = torch.ones_like(ids)
+        full = model(input_ids=ids, token_type_ids=ones).logits  # causal throughout, like the continuations
+        cache = KVCache(model.config.decoder, 2, ids.shape[1], torch.float32, torch.device("cpu"))
+        start = 0
+        for count in chunks:
+            columns = slice(start, start + count)
+            positions = torch.arange(start, start + count).expand(2, count)
+            cache.begin(count)
+            masks = cache.decode_masks(count)
+            if start == 0:
+                masks = model.masks(model.prepare(ids[:, columns], token_type_ids=ones[:, columns]))
+            hidden = decoder(decoder.embed(ids[:, columns]), masks, positions, cache)
+            cache.advance(count)
+            torch.testing.assert_close(decoder.logits(hidden), full[:, columns], atol=1e-5, rtol=0)
+            start += count
 
 
 @pytest.mark.parametrize(
@@ -116,6 +170,19 @@ def test_each_row_of_a_padded_batch_equals_the_row_alone():
             stop_at_eos=False,
         )
         assert torch.equal(alone[0], together[row])
+
+
+def test_left_padding_is_not_history_for_a_repetition_penalty():
+    """The short row's padding holds the token it would pick first alone: counted as seen, the penalty would
+    change that pick."""
+    model = perturbed(vlmzoo.build("paligemma2-tiny", seed=0))
+    inputs = make_inputs(model.config, 2, suffix=False, prompt_lengths=[1, 6], seed=2)
+    keep = inputs["attention_mask"][0].bool()
+    options = dict(max_new_tokens=6, stop_at_eos=False, sampler="repetition_penalty", repetition_penalty=50.0)
+    alone = model.generate(input_ids=inputs["input_ids"][:1, keep], pixel_values=inputs["pixel_values"][:1], **options)
+    inputs["input_ids"][0, ~keep] = alone[0, 0]
+    together = model.generate(**inputs, **options)
+    assert torch.equal(together[0], alone[0])
 
 
 def test_sliding_layers_keep_only_the_window():

@@ -30,16 +30,19 @@ DECODERS = {  # hidden, intermediate, layers, heads, kv heads, head_dim, query_p
     "paligemma2-10b": (3584, 14336, 42, 16, 8, 256, 256),
     "paligemma2-28b": (4608, 36864, 46, 32, 16, 128, 144),
 }
-TINY = [name for name in vlmzoo.list_models() if name not in PUBLIC]
+#: Small variants that come with trained weights inside the package.
+DEMO = {"shapes-demo"}
+TINY = [name for name in vlmzoo.list_models() if name not in PUBLIC and name not in DEMO]
 
 
-def test_list_models_is_the_public_names_plus_tiny_ones_sorted():
+def test_list_models_is_the_public_names_plus_tiny_and_demo_ones_sorted():
     names = vlmzoo.list_models()
     assert names == sorted(names) and len(set(names)) == len(names)
     assert set(PUBLIC) <= set(names)
     assert TINY and all("tiny" in name for name in TINY)
     assert {"paligemma-tiny", "paligemma2-tiny"} <= set(TINY)
-    assert len(names) == len(PUBLIC) + len(TINY)
+    assert set(names) >= DEMO
+    assert len(names) == len(PUBLIC) + len(TINY) + len(DEMO)
     for alias in ("paligemma-224", "paligemma2-896"):  # aliases are not listed as models
         assert alias not in names
 

@@ -6,35 +6,64 @@
 
 from vlmzoo.checkpoints import CheckpointMismatchError, CheckpointNotFoundError, from_pretrained
 from vlmzoo.config import DecoderConfig, PaliGemmaConfig, ProjectorConfig, VisionConfig
+from vlmzoo.errors import (
+    DeviceError,
+    GenerationError,
+    InvalidFileError,
+    UnsupportedArgumentError,
+    VlmzooError,
+)
 from vlmzoo.hookspecs import hookimpl
 from vlmzoo.model import PaliGemma, PaliGemmaOutput
 from vlmzoo.pipeline import VisionLanguageModel, load
 from vlmzoo.plugins import get_registries, list_plugins
 from vlmzoo.processing import PaliGemmaProcessor, load_processor
+from vlmzoo.tasks import DetectedObject, TaskResult, get_postprocessor
 from vlmzoo.zoo import UnknownModelError, Variant, build, get_config, list_models
 
 __version__ = "0.1.0"
 
+
+def train(model, processor=None, train_data=None, eval_data=None, **options):
+    """Fine-tune a model on (image, prefix, suffix) records; see `vlmzoo.training.train` for the options.
+
+    >>> vlmzoo.train("google/paligemma2-3b-pt-224", train_data="train.jsonl", output_dir="runs/a",
+    ...              max_steps=100, batch_size=8, learning_rate=1e-5)  # doctest: +SKIP
+    """
+    # Imported here so that ``import vlmzoo`` does not load the training stack.
+    from vlmzoo.training import train as _train
+
+    return _train(model, processor, train_data, eval_data, **options)
+
 __all__ = [
     "CheckpointMismatchError",
     "CheckpointNotFoundError",
+    "DetectedObject",
     "DecoderConfig",
+    "DeviceError",
+    "GenerationError",
+    "InvalidFileError",
     "PaliGemma",
     "PaliGemmaConfig",
     "PaliGemmaOutput",
     "ProjectorConfig",
+    "TaskResult",
     "PaliGemmaProcessor",
     "UnknownModelError",
+    "UnsupportedArgumentError",
     "Variant",
     "VisionLanguageModel",
     "VisionConfig",
+    "VlmzooError",
     "build",
     "from_pretrained",
     "get_config",
+    "get_postprocessor",
     "get_registries",
     "hookimpl",
     "list_models",
     "list_plugins",
     "load",
     "load_processor",
+    "train",
 ]

@@ -145,7 +145,9 @@ class PaliGemmaConfig(_Frozen):
     image_token_id: int = Field(257152, ge=0)
     pad_token_id: int = Field(0, ge=0)
     bos_token_id: int = Field(2, ge=0)
-    eos_token_id: int = Field(1, ge=0)
+    eos_token_id: int | tuple[int, ...] = Field(
+        1, description="the token that ends a generated row, or several (e.g. (1, 107): <eos> and <end_of_turn>)"
+    )
 
     @model_validator(mode="after")
     def _check_links(self) -> PaliGemmaConfig:
@@ -159,13 +161,24 @@ class PaliGemmaConfig(_Frozen):
                 f"projector.output_size={self.projector.output_size} must equal "
                 f"decoder.hidden_size={self.decoder.hidden_size}"
             )
-        for field in ("image_token_id", "pad_token_id", "bos_token_id", "eos_token_id"):
-            if getattr(self, field) >= self.decoder.vocab_size:
-                raise ValueError(
-                    f"{field}={getattr(self, field)} is outside the vocabulary "
-                    f"(decoder.vocab_size={self.decoder.vocab_size})"
-                )
+        ids = {field: (getattr(self, field),) for field in ("image_token_id", "pad_token_id", "bos_token_id")}
+        ids["eos_token_id"] = self.eos_token_ids
+        if not self.eos_token_ids:
+            raise ValueError("eos_token_id must name at least one token")
+        for field, values in ids.items():
+            for value in values:
+                if not 0 <= value < self.decoder.vocab_size:
+                    raise ValueError(
+                        f"{field}={getattr(self, field)} is outside the vocabulary "
+                        f"(decoder.vocab_size={self.decoder.vocab_size})"
+                    )
         return self
+
+    @property
+    def eos_token_ids(self) -> tuple[int, ...]:
+        """Every token that ends a generated row (``eos_token_id`` as a tuple)."""
+        eos = self.eos_token_id
+        return (eos,) if isinstance(eos, int) else tuple(eos)
 
     @property
     def num_image_tokens(self) -> int:

@@ -6,9 +6,11 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
-from vlmzoo.processing import PaliGemmaProcessor, load_processor
+from vlmzoo.processing import PaliGemmaProcessor, load_processor, to_rgb_array
+from vlmzoo.tasks import Postprocessor, TaskResult, prepare_task
 
 
 class VisionLanguageModel:
@@ -89,6 +91,64 @@ class VisionLanguageModel:
             if len(text) > len(shown):
                 yield text[len(shown) :]
             shown = text
+
+    # ------------------------------------------------------------------ tasks
+
+    def run(
+        self,
+        task: str | Postprocessor,
+        images: Any,
+        *prompt_args: Any,
+        max_new_tokens: int | None = None,
+        sampler: Any = "greedy",
+        generate_options: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> TaskResult | list[TaskResult]:
+        """Run a task by name (or a post-processor object): build its prompt, generate, parse.
+
+        ``images`` is one image (→ one `TaskResult`) or a list (→ a list, generated as one batch).
+        ``prompt_args`` and the ``options`` named in the task's ``prompt`` signature build the prompt
+        (e.g. ``objects``, ``question``, ``lang``); the other ``options`` build the post-processor (e.g.
+        ``bins``, ``vae``). ``max_new_tokens`` defaults to the task's budget; ``sampler`` and
+        ``generate_options`` (``seed``, ``temperature``, ...) go to `generate`. Boxes and masks are in
+        pixels of each original image.
+        """
+        post, prompt = prepare_task(task, *prompt_args, **options)
+        single = not isinstance(images, (list, tuple)) and not (
+            isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4
+        )
+        arrays = [to_rgb_array(image) for image in ([images] if single else list(images))]
+        if not arrays:
+            raise ValueError("got an empty list of images; pass at least one image")
+        texts = self.generate(
+            arrays,
+            [prompt] * len(arrays),
+            max_new_tokens=max_new_tokens or post.max_new_tokens,
+            sampler=sampler,
+            **(generate_options or {}),
+        )
+        results = [post.parse(text, image_size=(a.shape[1], a.shape[0])) for text, a in zip(texts, arrays, strict=True)]
+        return results[0] if single else results
+
+    def detect(self, images: Any, objects: str | Sequence[str], **options: Any) -> TaskResult | list[TaskResult]:
+        """Boxes for the named objects (``detect cat ; dog``); options as in `run` (e.g. ``bins=1024``)."""
+        return self.run("detect", images, objects, **options)
+
+    def segment(self, images: Any, objects: str | Sequence[str], **options: Any) -> TaskResult | list[TaskResult]:
+        """Boxes and masks for the named objects (``segment cat``); needs ``vae=`` (see `run`)."""
+        return self.run("segment", images, objects, **options)
+
+    def caption(self, images: Any, lang: str = "en", **options: Any) -> TaskResult | list[TaskResult]:
+        """A caption (``caption en``; ``detail=True`` asks ``describe en``); the answer is ``.text``."""
+        return self.run("caption", images, lang=lang, **options)
+
+    def ocr(self, images: Any, **options: Any) -> TaskResult | list[TaskResult]:
+        """The text in the image (``ocr``); the answer is ``.text``."""
+        return self.run("ocr", images, **options)
+
+    def answer(self, images: Any, question: str, lang: str = "en", **options: Any) -> TaskResult | list[TaskResult]:
+        """Answer a question about the image (``answer en {question}``); the answer is ``.text``."""
+        return self.run("answer", images, question, lang=lang, **options)
 
 
 def load(

@@ -22,6 +22,7 @@ import pluggy
 
 from vlmzoo import hookspecs
 from vlmzoo.components.linear import forget_kernel_choices
+from vlmzoo.errors import VlmzooError
 from vlmzoo.registry import OwnedRegistries, Registries
 
 ENTRY_POINT_GROUP = "vlmzoo"
@@ -30,10 +31,11 @@ BUILTIN_PLUGINS = (
     "vlmzoo.builtin.components",
     "vlmzoo.builtin.variants",
     "vlmzoo.builtin.samplers",
+    "vlmzoo.builtin.postprocessors",
 )
 
 
-class PluginError(RuntimeError):
+class PluginError(VlmzooError, RuntimeError):
     """A plugin failed to load or to register, and strict mode is on."""
 
 

@@ -7,6 +7,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from vlmzoo.errors import VlmzooError
+
 T = TypeVar("T")
 
 KINDS = (
@@ -23,7 +25,7 @@ KINDS = (
 )
 
 
-class RegistryError(LookupError):
+class RegistryError(VlmzooError, LookupError):
     """Base class for registry problems."""
 
 

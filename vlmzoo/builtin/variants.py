@@ -49,6 +49,19 @@ def tiny(name: str, decoder: DecoderConfig) -> PaliGemmaConfig:
     )
 
 
+# The bundled demo model: small enough to train on a laptop CPU and ship inside the package. Its
+# vocabulary is vlmzoo.data.shapes_tokenizer's (1608 tokens, <image> last), padded to a multiple of 64.
+SHAPES_DEMO_TOKENS = {"vocab_size": 1664, "image_token_id": 1607}
+SHAPES_DEMO = PaliGemmaConfig(
+    name="shapes-demo",
+    vision=VisionConfig(image_size=64, patch_size=8, hidden_size=96, intermediate_size=384, num_layers=2, num_heads=4),
+    projector=ProjectorConfig(input_size=96, output_size=128),
+    decoder=DecoderConfig(vocab_size=SHAPES_DEMO_TOKENS["vocab_size"], hidden_size=128, intermediate_size=384,
+                          num_layers=3, num_heads=4, num_kv_heads=1, head_dim=32, max_position_embeddings=512),
+    image_token_id=SHAPES_DEMO_TOKENS["image_token_id"],
+)  # fmt: skip
+
+
 def variants() -> list[Variant]:
     found = []
     for resolution in RESOLUTIONS:
@@ -83,6 +96,13 @@ def variants() -> list[Variant]:
                                                      query_pre_attn_scalar=16, sliding_window=8)),
         description="random-weight PaliGemma 2-shaped toy for tests and demos",
     ))  # fmt: skip
+    found.append(
+        Variant(
+            "shapes-demo",
+            SHAPES_DEMO,
+            description="trained on synthetic shapes, bundled with vlmzoo: vlmzoo.load('shapes-demo') works offline",
+        )
+    )
     return found
 
 

@@ -1,16 +1,21 @@
 """Hugging Face checkpoints: config conversion, key layouts, safetensors loading and saving."""
 
+from vlmzoo.checkpoints.atomic import staged_directory
 from vlmzoo.checkpoints.hf_config import ConfigConversionError, config_from_hf, config_to_hf
 from vlmzoo.checkpoints.hub import CheckpointNotFoundError
 from vlmzoo.checkpoints.loading import CheckpointMismatchError, from_pretrained
-from vlmzoo.checkpoints.saving import save_pretrained
+from vlmzoo.checkpoints.safetensors_io import SafetensorsError
+from vlmzoo.checkpoints.saving import owned_weight_files, save_pretrained
 
 __all__ = [
     "CheckpointMismatchError",
     "CheckpointNotFoundError",
     "ConfigConversionError",
+    "SafetensorsError",
     "config_from_hf",
     "config_to_hf",
     "from_pretrained",
+    "owned_weight_files",
     "save_pretrained",
+    "staged_directory",
 ]

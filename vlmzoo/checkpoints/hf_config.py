@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
+from vlmzoo.checkpoints.hf_fields import ConfigConversionError, check_hf_config, conversion_error_from_validation
 from vlmzoo.config import DecoderConfig, PaliGemmaConfig, ProjectorConfig, VisionConfig
+
+__all__ = ["ConfigConversionError", "config_from_hf", "config_to_hf"]
 
 # Used when the whole sub-config is absent (PaliGemmaConfig's own defaults).
 _PALIGEMMA_VISION = {
@@ -54,10 +59,6 @@ _BLOCKS = {"gemma": "gemma", "gemma2": "gemma2"}
 _TANH_GELUS = {"gelu_pytorch_tanh", "gelu_new", "gelu_fast", "gelu"}  # Gemma's legacy "gelu" means tanh
 
 
-class ConfigConversionError(ValueError):
-    """A config.json that does not describe a model vlmzoo can build."""
-
-
 def _activation(section: str, value: Any) -> None:
     if value is not None and value not in _TANH_GELUS:
         raise ConfigConversionError(
@@ -79,7 +80,23 @@ def _rope_theta(text: dict[str, Any]) -> float:
 
 
 def config_from_hf(data: dict[str, Any], name: str | None = None) -> PaliGemmaConfig:
-    """Build a `PaliGemmaConfig` from the dict of a Hugging Face PaliGemma ``config.json``."""
+    """Build a `PaliGemmaConfig` from the dict of a Hugging Face PaliGemma ``config.json``.
+
+    Raises `ConfigConversionError` naming the Hugging Face field at fault for values of the wrong type,
+    impossible shapes and features vlmzoo does not support.
+    """
+    check_hf_config(data)
+    try:
+        return _config_from_hf(data, name)
+    except ValidationError as exc:
+        raise conversion_error_from_validation(exc) from None
+    except ConfigConversionError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # a shape the field checks do not cover
+        raise ConfigConversionError(f"cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def _config_from_hf(data: dict[str, Any], name: str | None) -> PaliGemmaConfig:
     model_type = data.get("model_type", "paligemma")
     if model_type != "paligemma":
         raise ConfigConversionError(
@@ -143,7 +160,7 @@ def config_from_hf(data: dict[str, Any], name: str | None = None) -> PaliGemmaCo
         image_token_id=image_token,
         pad_token_id=_first(data, text, "pad_token_id", 0),
         bos_token_id=_first(data, text, "bos_token_id", 2),
-        eos_token_id=_first(data, text, "eos_token_id", 1),
+        eos_token_id=_eos_ids(data, text),
     )
 
 
@@ -177,6 +194,17 @@ def _first(top: dict[str, Any], text: dict[str, Any], key: str, default: int) ->
     return default
 
 
+def _eos_ids(top: dict[str, Any], text: dict[str, Any]) -> int | tuple[int, ...]:
+    """Every end token, as an int or (for a list such as ``[1, 107]``) a tuple; never just the first."""
+    for source in (text, top):
+        value = source.get("eos_token_id")
+        if isinstance(value, (list, tuple)) and value:
+            return int(value[0]) if len(value) == 1 else tuple(int(v) for v in value)
+        if value is not None and not isinstance(value, (list, tuple)):
+            return int(value)
+    return 1
+
+
 def config_to_hf(config: PaliGemmaConfig, dtype: str = "float32") -> dict[str, Any]:
     """The ``config.json`` dict transformers' PaliGemmaForConditionalGeneration loads."""
     vision, decoder = config.vision, config.decoder
@@ -198,7 +226,7 @@ def config_to_hf(config: PaliGemmaConfig, dtype: str = "float32") -> dict[str, A
         "num_image_tokens": config.num_image_tokens,
         "pad_token_id": config.pad_token_id,
         "bos_token_id": config.bos_token_id,
-        "eos_token_id": config.eos_token_id,
+        "eos_token_id": _eos_json(config),
         "dtype": dtype,
     }
     if decoder.block == "gemma2":
@@ -228,7 +256,7 @@ def config_to_hf(config: PaliGemmaConfig, dtype: str = "float32") -> dict[str, A
         "image_token_index": config.image_token_id,
         "pad_token_id": config.pad_token_id,
         "bos_token_id": config.bos_token_id,
-        "eos_token_id": config.eos_token_id,
+        "eos_token_id": _eos_json(config),
         "hidden_size": decoder.hidden_size,
         "projection_dim": decoder.hidden_size,
         "tie_word_embeddings": decoder.tie_word_embeddings,
@@ -249,6 +277,11 @@ def config_to_hf(config: PaliGemmaConfig, dtype: str = "float32") -> dict[str, A
             "vision_use_head": False,
         },
     }
+
+
+def _eos_json(config: PaliGemmaConfig) -> int | list[int]:
+    ids = config.eos_token_ids
+    return ids[0] if len(ids) == 1 else list(ids)
 
 
 def _int_if_whole(value: float) -> int | float:

@@ -1,7 +1,9 @@
-"""Find a checkpoint: a local directory as is, or a hub repo id fetched through huggingface_hub.
+"""Find a checkpoint: a local directory as is, a checkpoint bundled with vlmzoo by its name, or a hub
+repo id fetched through huggingface_hub.
 
 huggingface_hub brings its cache, ``HF_HUB_OFFLINE``, ``HF_TOKEN`` for gated repos, and revisions.
-Only safetensors, JSON and tokenizer files are fetched: never pickled weights.
+Only safetensors, JSON and tokenizer files are fetched: never pickled weights. Bundled checkpoints
+are package data: they load offline, with nothing to download.
 """
 
 from __future__ import annotations
@@ -9,11 +11,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from vlmzoo.errors import VlmzooError
+
 WEIGHT_PATTERNS = ["*.safetensors", "*.safetensors.index.json"]
 CONFIG_PATTERNS = ["*.json", "tokenizer.model"]
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
+#: Checkpoints shipped inside the package, by name: the directory under ``vlmzoo/bundled/`` holding each.
+BUNDLED = {"shapes-demo": "shapes-demo"}
 
 
-class CheckpointNotFoundError(FileNotFoundError):
+def bundled_checkpoint(name: str) -> Path | None:
+    """The package directory of a checkpoint that ships with vlmzoo, or None if `name` is not one."""
+    folder = BUNDLED.get(name)
+    return None if folder is None else BUNDLED_DIR / folder
+
+
+class CheckpointNotFoundError(VlmzooError, FileNotFoundError):
     """Neither a local directory nor a reachable hub repository."""
 
 
@@ -28,11 +41,22 @@ def resolve(
     token: str | bool | None = None,
     weights: bool = True,
 ) -> Path:
-    """A local directory holding the checkpoint files (downloading them from the hub if needed)."""
+    """A local directory holding the checkpoint files (downloading them from the hub if needed).
+
+    A local directory wins over a bundled checkpoint of the same name, as it does over a hub id.
+    """
     name = os.fspath(path_or_repo_id)
     local = Path(name).expanduser()
     if local.is_dir():
         return local
+    bundled = bundled_checkpoint(name)
+    if bundled is not None:
+        if not (bundled / "config.json").is_file():
+            raise CheckpointNotFoundError(
+                f"the bundled checkpoint {name!r} is missing from this installation ({bundled} has no config.json); "
+                "reinstall vlmzoo, or run from a source checkout that includes vlmzoo/bundled/"
+            )
+        return bundled
     if local.exists():
         raise CheckpointNotFoundError(f"{name} is a file; pass the checkpoint's directory (holding config.json)")
     if _looks_like_path(name):

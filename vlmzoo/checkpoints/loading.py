@@ -13,11 +13,12 @@ from pathlib import Path
 
 import torch
 
-from vlmzoo.checkpoints.hf_config import config_from_hf
+from vlmzoo.checkpoints.hf_config import ConfigConversionError, config_from_hf
 from vlmzoo.checkpoints.hub import CheckpointNotFoundError, resolve
 from vlmzoo.checkpoints.keys import to_vlmzoo_key
-from vlmzoo.checkpoints.safetensors_io import DTYPES, iter_tensors, read_header
+from vlmzoo.checkpoints.safetensors_io import DTYPES, SafetensorsError, iter_tensors, read_header
 from vlmzoo.dtypes import resolve_dtype
+from vlmzoo.errors import InvalidFileError, VlmzooError
 from vlmzoo.progress import progress_bar
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -26,7 +27,7 @@ PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt",
 TIED_HEAD = "language_model.lm_head.weight"
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(VlmzooError, ValueError):
     """The checkpoint's tensors do not fit the model its config describes."""
 
     def __init__(self, missing: list[str], unexpected: list[str], mis_shaped: list[str]) -> None:
@@ -44,9 +45,15 @@ def weight_files(directory: Path) -> list[Path]:
     """The safetensors files of a checkpoint directory, checking that an index's shards are all there."""
     index = directory / INDEX_FILE
     if index.is_file():
-        weight_map = json.loads(index.read_text()).get("weight_map")
+        weight_map = read_json_object(index).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
-            raise CheckpointNotFoundError(f"{index} has no 'weight_map'; the index file is damaged")
+            raise InvalidFileError(index, "missing or empty; the index file is damaged", "weight_map")
+        for key, name in weight_map.items():
+            if not isinstance(name, str) or not name.endswith(".safetensors") or Path(name).name != name:
+                raise InvalidFileError(
+                    index, f"{name!r} is not the file name of a .safetensors shard in the same directory",
+                    f"weight_map[{key!r}]",
+                )
         shards = sorted(set(weight_map.values()))
         missing = [name for name in shards if not (directory / name).is_file()]
         if missing:
@@ -79,17 +86,32 @@ def read_config(directory: Path, name: str | None = None):
             f"{directory} is not a PaliGemma checkpoint: it has no config.json (it holds {present}). Point to the "
             "directory that holds config.json and model.safetensors."
         )
+    data = read_json_object(path)
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from None
-    return config_from_hf(data, name=name), data
+        return config_from_hf(data, name=name), data
+    except ConfigConversionError as exc:
+        raise exc.with_path(path) from None
 
 
-def _checkpoint_dtype(config_data: dict, files: list[Path]) -> torch.dtype:
-    named = config_data.get("dtype") or config_data.get("torch_dtype")
-    if isinstance(named, str) and named != "auto":
-        return resolve_dtype(named)
+def read_json_object(path: Path) -> dict:
+    """A JSON file that must hold an object; any other content raises `InvalidFileError` naming the file."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise InvalidFileError(path, f"not valid JSON ({exc}); download or save it again") from None
+    if not isinstance(data, dict):
+        raise InvalidFileError(path, f"must hold a JSON object, not a {type(data).__name__}")
+    return data
+
+
+def _checkpoint_dtype(config_data: dict, config_path: Path, files: list[Path]) -> torch.dtype:
+    for field in ("dtype", "torch_dtype"):
+        named = config_data.get(field)
+        if isinstance(named, str) and named != "auto":
+            try:
+                return resolve_dtype(named)
+            except ValueError as exc:
+                raise InvalidFileError(config_path, str(exc), field) from None
     for entry in read_header(files[0])[0].values():
         dtype = DTYPES.get(entry["dtype"])
         if dtype is not None and dtype.is_floating_point:
@@ -97,7 +119,7 @@ def _checkpoint_dtype(config_data: dict, files: list[Path]) -> torch.dtype:
     return torch.float32
 
 
-def _plan(files: Iterable[Path], expected: dict[str, torch.Size], tied: bool) -> dict[Path, dict[str, str]]:
+def _plan(files: Iterable[Path], expected: dict[str, torch.Tensor], tied: bool) -> dict[Path, dict[str, str]]:
     """Map each file's keys to parameter names, raising one error that lists every mismatch."""
     plan: dict[Path, dict[str, str]] = {}
     found: dict[str, str] = {}  # parameter name -> the checkpoint key that holds it
@@ -112,9 +134,16 @@ def _plan(files: Iterable[Path], expected: dict[str, torch.Size], tied: bool) ->
                 unexpected.append(key)
             elif name in found:
                 unexpected.append(f"{key} (a second copy of {name}, already in {found[name]})")
-            elif tuple(entry["shape"]) != tuple(expected[name]):
-                mis_shaped.append(f"{key} (checkpoint {list(entry['shape'])}, model {list(expected[name])})")
+            elif tuple(entry["shape"]) != tuple(expected[name].shape):
+                mis_shaped.append(f"{key} (checkpoint {list(entry['shape'])}, model {list(expected[name].shape)})")
                 found[name] = key
+            elif expected[name].is_floating_point() and not DTYPES[entry["dtype"]].is_floating_point:
+                raise SafetensorsError(
+                    path,
+                    f"stored as {entry['dtype']}, but {name} holds floating-point weights; this is not a weight "
+                    "file vlmzoo (or transformers) can load as is (quantized or damaged?)",
+                    f"tensor {key!r}",
+                )
             else:
                 plan[path][key] = name
                 found[name] = key
@@ -149,12 +178,12 @@ def from_pretrained(
     directory = resolve(path_or_repo_id, revision=revision, token=token)
     config, config_data = read_config(directory, name=os.fspath(path_or_repo_id))
     files = weight_files(directory)
-    target_dtype = resolve_dtype(dtype) or _checkpoint_dtype(config_data, files)
+    target_dtype = resolve_dtype(dtype) or _checkpoint_dtype(config_data, directory / "config.json", files)
     target_device = torch.device(device) if device is not None else torch.device("cpu")
     if quantize is not None:
         check_device(quantize, get_scheme(quantize, registries), target_device.type)
     model = build(config, device="meta", dtype=target_dtype, registries=registries)
-    expected = {name: tensor.shape for name, tensor in model.state_dict().items()}
+    expected = model.state_dict()
     plan = _plan(files, expected, tied=config.decoder.tie_word_embeddings)
     quantized = {} if quantize is None else prepare_for_loading(model, quantize, registries)
     state: dict[str, torch.Tensor] = {}

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from vlmzoo.errors import InvalidFileError
 
 DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -24,25 +27,101 @@ DTYPES = {
 }  # fmt: skip
 
 
-class SafetensorsError(ValueError):
-    """A file that is not a readable safetensors file."""
+class SafetensorsError(InvalidFileError):
+    """A file that is not a readable safetensors file; the message names the file (and the tensor)."""
+
+
+#: The largest header the safetensors library itself accepts.
+MAX_HEADER_BYTES = 100_000_000
+
+
+def _check_entry(path: str | Path, key: str, entry: Any, data_size: int) -> tuple[int, int]:
+    """Validate one tensor entry; its (start, end) byte offsets within the data section."""
+    field = f"tensor {key!r}"
+    if not isinstance(entry, dict):
+        raise SafetensorsError(path, f"its header entry is a {type(entry).__name__}, not an object", field)
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise SafetensorsError(
+            path, f"dtype {dtype!r} is not one vlmzoo reads ({', '.join(DTYPES)}); re-save the weights as F32/BF16/F16",
+            field,
+        )
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise SafetensorsError(path, f"shape {shape!r} is not a list of non-negative integers", field)
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+        or not 0 <= offsets[0] <= offsets[1]
+    ):
+        raise SafetensorsError(path, f"data_offsets {offsets!r} are not two ordered non-negative integers", field)
+    start, end = offsets
+    nbytes = math.prod(shape) * DTYPES[dtype].itemsize
+    if end - start != nbytes:
+        raise SafetensorsError(
+            path, f"shape {shape} of dtype {dtype} needs {nbytes} bytes but data_offsets give it {end - start}", field
+        )
+    if end > data_size:
+        raise SafetensorsError(
+            path,
+            f"data ends at byte {end} of the data section, past its end ({data_size} bytes): the file is truncated "
+            "or damaged; download or save it again",
+            field,
+        )
+    return start, end
 
 
 def read_header(path: str | Path) -> tuple[dict[str, dict[str, Any]], int]:
-    """The tensor entries of a safetensors file and the byte offset where their data starts."""
+    """The tensor entries of a safetensors file and the byte offset where their data starts.
+
+    Every entry is checked before anything is read: known dtype, a shape of non-negative integers whose
+    size matches its byte range, byte ranges inside the file that do not overlap. A file that fails any
+    check raises `SafetensorsError` naming the file and the tensor.
+    """
     with open(path, "rb") as handle:
+        file_size = os.fstat(handle.fileno()).st_size
         raw = handle.read(8)
         if len(raw) != 8:
-            raise SafetensorsError(f"{path} is not a safetensors file (too short)")
+            raise SafetensorsError(path, f"not a safetensors file: {len(raw)} bytes long, shorter than any header")
         (size,) = struct.unpack("<Q", raw)
-        if size > 100_000_000:
-            raise SafetensorsError(f"{path} is not a safetensors file (header size {size} is implausible)")
+        if size > MAX_HEADER_BYTES or size > file_size - 8:
+            raise SafetensorsError(
+                path, f"not a safetensors file: a header of {size} bytes does not fit the file ({file_size} bytes)"
+            )
         try:
             header = json.loads(handle.read(size))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise SafetensorsError(f"{path} is not a safetensors file: its header is not JSON ({exc})") from None
-    header.pop("__metadata__", None)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise SafetensorsError(path, f"not a safetensors file: its header is not JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise SafetensorsError(path, f"not a safetensors file: its header is a {type(header).__name__}, not an object")
+    metadata = header.pop("__metadata__", None)
+    if metadata is not None and not isinstance(metadata, dict):
+        raise SafetensorsError(path, f"is a {type(metadata).__name__}, not an object", "__metadata__")
+    data_size = file_size - 8 - size
+    reached, owner = 0, None  # the furthest byte any earlier tensor uses, and that tensor
+    for (start, end), key in sorted((_check_entry(path, key, entry, data_size), key) for key, entry in header.items()):
+        if start < reached and end > start:
+            raise SafetensorsError(
+                path, f"its bytes overlap those of tensor {owner!r}; the file is damaged", f"tensor {key!r}"
+            )
+        if end > reached:
+            reached, owner = end, key
+    _library_check(path)
     return header, 8 + size
+
+
+def _library_check(path: str | Path) -> None:
+    """Let the safetensors library judge the header too, so vlmzoo never reads a file transformers refuses.
+
+    ``safe_open`` maps the file but touches only the header's pages, so this costs no memory.
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(path, framework="np"):
+            pass
+    except Exception as exc:  # the library's SafetensorError, or an OSError from mapping the file
+        raise SafetensorsError(path, f"not a valid safetensors file ({exc})") from None
 
 
 def tensor_shapes(path: str | Path) -> dict[str, tuple[int, ...]]:
@@ -58,7 +137,7 @@ def _read_exactly(handle, view: memoryview, path: str | Path, key: str) -> None:
     while read < len(view):
         got = handle.readinto(view[read:])
         if not got:
-            raise SafetensorsError(f"{path} is truncated: tensor {key!r} ends past the end of the file")
+            raise SafetensorsError(path, "ends past the end of the file: the file is truncated", f"tensor {key!r}")
         read += got
 
 
@@ -76,16 +155,9 @@ def iter_tensors(
         for key, entry in entries:
             if keys is not None and key not in keys:
                 continue
-            if entry["dtype"] not in DTYPES:
-                raise SafetensorsError(f"{path}: tensor {key!r} has unsupported dtype {entry['dtype']}")
             stored, shape = DTYPES[entry["dtype"]], entry["shape"]
             start, end = entry["data_offsets"]
             numel = math.prod(shape)
-            if end - start != numel * stored.itemsize:
-                raise SafetensorsError(
-                    f"{path}: tensor {key!r} of shape {shape} and dtype {entry['dtype']} needs "
-                    f"{numel * stored.itemsize} bytes but the header gives it {end - start}"
-                )
             handle.seek(data_start + start)
             target = dtype if dtype is not None and stored.is_floating_point else stored
             if target == stored:

@@ -1,4 +1,10 @@
-"""Save vlmzoo models in the Hugging Face layout, sharded above a size limit."""
+"""Save vlmzoo models in the Hugging Face layout, sharded above a size limit.
+
+Saving is staged (`vlmzoo.checkpoints.atomic.staged_directory`): the new files are written beside the
+directory and moved in only when complete, so saving over a checkpoint (even the one just loaded) never
+leaves the directory without loadable weights. Old weight files are removed afterwards, and only those
+the previous checkpoint owned: its index, the shards that index lists, and ``model.safetensors``.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from vlmzoo.checkpoints.atomic import staged_directory
 from vlmzoo.checkpoints.hf_config import config_to_hf
 from vlmzoo.checkpoints.keys import to_hub_key
 from vlmzoo.checkpoints.loading import INDEX_FILE, SINGLE_FILE
@@ -27,10 +34,33 @@ def parse_size(size: int | str) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2) or "B"])
 
 
+def owned_weight_files(directory: str | os.PathLike) -> list[str]:
+    """The weight files a checkpoint directory's own index (or single-file name) accounts for.
+
+    These are what a new save may replace; anything else in the directory (``model_ema.safetensors``,
+    an optimizer state, notes) is not the checkpoint's and is left alone. A damaged index owns only
+    itself.
+    """
+    directory = Path(directory)
+    owned = [SINGLE_FILE, INDEX_FILE]
+    try:
+        weight_map = json.loads((directory / INDEX_FILE).read_text(encoding="utf-8")).get("weight_map")
+    except (OSError, ValueError, AttributeError):
+        return owned
+    if isinstance(weight_map, dict):
+        shards = {name for name in weight_map.values() if isinstance(name, str) and name.endswith(".safetensors")}
+        owned += sorted(shards)
+    return owned
+
+
 def save_pretrained(
     model, directory: str | os.PathLike, max_shard_size: int | str = "5GB", *, dequantize: bool = False
 ) -> Path:
     """Write ``config.json`` and safetensors weights that vlmzoo and transformers both load.
+
+    The files are written to a staging directory and moved in only once complete; a failure leaves
+    ``directory`` as it was. Afterwards only the weight files the previous checkpoint owned (see
+    `owned_weight_files`) are removed, if the new checkpoint does not reuse their names.
 
     The Hugging Face layout has no place for vlmzoo's quantized weights, so a quantized model is saved
     only with ``dequantize=True`` (weights dequantized to the model's dtype).
@@ -42,7 +72,6 @@ def save_pretrained(
             "float model before quantizing, or pass dequantize=True to write the dequantized weights"
         )
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     limit = parse_size(max_shard_size)
     tensors: dict[str, torch.Tensor] = {}
     if quantization is not None:
@@ -64,20 +93,20 @@ def save_pretrained(
             size = 0
         shards[-1][key] = tensor
         size += nbytes
-    for stale in [*directory.glob("model*.safetensors"), directory / INDEX_FILE]:
-        stale.unlink(missing_ok=True)
-    metadata = {"format": "pt"}
-    if len(shards) == 1:
-        save_file(shards[0], directory / SINGLE_FILE, metadata=metadata)
-    else:
-        weight_map = {}
-        for i, shard in enumerate(shards, start=1):
-            name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-            save_file(shard, directory / name, metadata=metadata)
-            weight_map.update(dict.fromkeys(shard, name))
-        total = sum(t.numel() * t.element_size() for t in tensors.values())
-        index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
-        (directory / INDEX_FILE).write_text(json.dumps(index, indent=2))
     dtype = str(model.dtype).removeprefix("torch.")
-    (directory / "config.json").write_text(json.dumps(config_to_hf(model.config, dtype=dtype), indent=2))
+    config = json.dumps(config_to_hf(model.config, dtype=dtype), indent=2)
+    metadata = {"format": "pt"}
+    with staged_directory(directory, replaces=owned_weight_files(directory)) as stage:
+        if len(shards) == 1:
+            save_file(shards[0], stage / SINGLE_FILE, metadata=metadata)
+        else:
+            weight_map = {}
+            for i, shard in enumerate(shards, start=1):
+                name = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+                save_file(shard, stage / name, metadata=metadata)
+                weight_map.update(dict.fromkeys(shard, name))
+            total = sum(t.numel() * t.element_size() for t in tensors.values())
+            index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+            (stage / INDEX_FILE).write_text(json.dumps(index, indent=2))
+        (stage / "config.json").write_text(config)
     return directory

@@ -19,6 +19,8 @@ from vlmzoo.progress import set_quiet
 COMMAND_MODULES = (
     "vlmzoo.cli.zoo",
     "vlmzoo.cli.generate",
+    "vlmzoo.cli.tasks",
+    "vlmzoo.cli.train",
     "vlmzoo.cli.bench",
 )
 

@@ -52,7 +52,8 @@ class LinearKernel:
     the weight formats it handles (``"float32"``, ``"bfloat16"``, ``"float16"``, or a quantization
     scheme's name), ``devices`` the device types (``"*"`` for any), ``min_rows``/``max_rows`` the
     row counts. ``priority`` ranks kernels when calibration is off (higher wins; the highest is also
-    the default that calibration must clearly beat).
+    the default that calibration must clearly beat). A kernel that is not ``differentiable`` (it leaves
+    PyTorch, say) is replaced by ``F.linear`` while gradients are needed.
     """
 
     fn: KernelFn
@@ -61,6 +62,7 @@ class LinearKernel:
     min_rows: int = 0
     max_rows: int | None = None
     priority: int = 0
+    differentiable: bool = True
     description: str = ""
 
     def supports(self, device_type: str, fmt: str, rows: int) -> bool:
@@ -125,10 +127,16 @@ _FLOATS = tuple(FLOAT_FORMATS.values())
 BUILTIN_KERNELS: dict[str, LinearKernel] = {
     "torch_linear": LinearKernel(torch_linear, _FLOATS, description="F.linear"),
     "weight_major": LinearKernel(
-        weight_major, _FLOATS, devices=("cpu",), max_rows=32, priority=-1, description="weight @ x.T"
+        weight_major, _FLOATS, devices=("cpu",), min_rows=2, max_rows=32, priority=1, description="weight @ x.T"
     ),
     "numpy_matvec": LinearKernel(
-        numpy_matvec, ("float32",), devices=("cpu",), max_rows=1, priority=-1, description="NumPy / OpenBLAS"
+        numpy_matvec,
+        ("float32",),
+        devices=("cpu",),
+        max_rows=1,
+        priority=-1,
+        differentiable=False,
+        description="NumPy / OpenBLAS",
     ),
     "upcast_float32": LinearKernel(
         upcast_float32,
@@ -287,21 +295,23 @@ def linear(
     """``x @ weight.T + bias`` on the kernel chosen for the device, weight format and row count.
 
     ``format`` names a quantization scheme when ``weight`` holds quantized data (with its ``scales``);
-    for float weights it follows the dtype. While gradients are needed, float products use
-    ``F.linear`` (the kernels are tuned for inference and not all of them are differentiable).
+    for float weights it follows the dtype. While gradients are needed, a kernel that is not
+    differentiable gives way to ``F.linear``.
     """
-    if format is None:
-        fmt = FLOAT_FORMATS.get(weight.dtype)
-        if fmt is None or (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)):
-            return F.linear(x, weight, bias)
-    else:
-        fmt = format
+    fmt = FLOAT_FORMATS.get(weight.dtype) if format is None else format
+    if fmt is None:
+        return F.linear(x, weight, bias)
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    kernel = None
     if _forced:
         kernel = _get_registries().linear_kernel.get(_forced[-1])
-        if kernel.supports(x.device.type, fmt, rows):
-            return kernel.fn(x, weight, bias, scales)
-    return choose_kernel(x.device.type, fmt, rows)[1].fn(x, weight, bias, scales)
+        if not kernel.supports(x.device.type, fmt, rows):
+            kernel = None
+    if kernel is None:
+        kernel = choose_kernel(x.device.type, fmt, rows)[1]
+    if not kernel.differentiable and torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad):
+        return F.linear(x, weight, bias)
+    return kernel.fn(x, weight, bias, scales)
 
 
 class Linear(nn.Linear):

@@ -85,11 +85,12 @@ def int8_weight_only(x, qweight, bias=None, scales=None):
 
 
 def int8_dequantized(x, qweight, bias=None, scales=None):
-    """Dequantize a slice of rows at a time and run the float product: best for prefill-sized products."""
+    """Dequantize a slice of rows at a time (one fused pass: int8 times the scale, in ``x``'s dtype) and run
+    the float product: prefill-sized products then use the fast float kernels (AMX, for one)."""
     pieces = [
         F.linear(
             x,
-            dequantize_int8(qweight[i : i + CHUNK_ROWS], scales[i : i + CHUNK_ROWS], x.dtype),
+            qweight[i : i + CHUNK_ROWS] * scales[i : i + CHUNK_ROWS, None].to(x.dtype),
             None if bias is None else bias[i : i + CHUNK_ROWS],
         )
         for i in range(0, qweight.shape[0], CHUNK_ROWS)
@@ -181,7 +182,12 @@ SCHEMES = {"int8": INT8, "int4": INT4}
 
 KERNELS = {
     "int8_weight_only": LinearKernel(
-        int8_weight_only, ("int8",), devices=("cpu", "cuda"), priority=1, description="PyTorch's int8 weight-only"
+        int8_weight_only,
+        ("int8",),
+        devices=("cpu", "cuda"),
+        max_rows=32,  # a matrix-vector kernel: several times slower than dequantizing for a prefill
+        priority=1,
+        description="PyTorch's int8 weight-only",
     ),
     "int8_dequantized": LinearKernel(int8_dequantized, ("int8",), description="dequantize slices, float product"),
     "int4_cpu": LinearKernel(int4_cpu, ("int4",), devices=("cpu",), priority=1, description="PyTorch's CPU int4"),

@@ -2,6 +2,13 @@
 
 Full-attention layers keep one slot per column. Sliding-window layers keep a ring of ``window``
 slots (when the window is shorter than the run), since a generated token never looks further back.
+
+Each forward pass writes a chunk of columns: ``begin(n)``, the decoder call, ``advance(n)``. The chunk
+that starts at column 0 is the prefill: its queries attend over the chunk itself, with the mask the
+caller builds (the prefix-LM mask). Any later chunk, one token or several, attends over the cache with
+`KVCache.decode_masks` (causal, windowed, padding excluded). A chunk of several tokens on a ring sees the
+ring as it was before the chunk plus the chunk itself, so writing the chunk never hides a key that one of
+its earlier queries still needs.
 """
 
 from __future__ import annotations
@@ -22,17 +29,22 @@ class LayerCache:
         self.values = torch.zeros_like(self.keys)
 
     def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.owner.decoding:  # one column after the prefill: the slot arrives as a tensor, so a compiled
+            slots = self.owner.step_slots[self.size]  # step does not depend on the column number
+            self.keys.index_copy_(2, slots, k)
+            self.values.index_copy_(2, slots, v)
+            return self.keys, self.values
         start, count = self.owner.column, k.shape[2]
+        seen: tuple[torch.Tensor, torch.Tensor] | None = None
+        if start == 0:  # the prefill attends over the prompt itself, not the (possibly shorter) ring
+            seen = k, v
+        elif count > 1 and self.size < self.owner.length:  # the ring before this chunk, then the chunk
+            seen = torch.cat([self.keys, k], dim=2), torch.cat([self.values, v], dim=2)
         keep = min(count, self.size)
-        if count == 1:  # a decode step: the slot is a tensor, so a compiled step does not see the column
-            slots = self.owner.step_slots[self.size]
-        else:
-            slots = torch.arange(start + count - keep, start + count, device=k.device) % self.size
+        slots = torch.arange(start + count - keep, start + count, device=k.device) % self.size
         self.keys.index_copy_(2, slots, k[:, :, count - keep :])
         self.values.index_copy_(2, slots, v[:, :, count - keep :])
-        if count > 1:  # prefill attends over the prompt itself, not the (possibly shorter) ring
-            return k, v
-        return self.keys, self.values
+        return (self.keys, self.values) if seen is None else seen
 
 
 class KVCache:
@@ -59,8 +71,10 @@ class KVCache:
         self._slot_columns = {
             window: torch.full((size,), -1, dtype=torch.long, device=device) for window, size in self.sizes.items()
         }
-        #: For a one-column step: the slot it writes in a cache of each size (a [1] tensor).
+        self._key_columns = dict(self._slot_columns)
+        #: For a one-column step after the prefill: the slot it writes in a cache of each size (a [1] tensor).
         self.step_slots: dict[int, torch.Tensor] = {}
+        self.decoding = False
 
     def __getitem__(self, layer: int) -> LayerCache:
         return self.layers[layer]
@@ -73,25 +87,39 @@ class KVCache:
 
     def begin(self, columns: int, valid: torch.Tensor | None = None) -> None:
         """Record that the next forward writes ``columns`` columns (with their padding mask)."""
+        if columns < 1:
+            raise ValueError(f"a chunk must hold at least one column, got {columns}")
         if self.column + columns > self.length:
             raise ValueError(f"the cache holds {self.length} columns; cannot add {columns} after {self.column}")
         span = slice(self.column, self.column + columns)
         self.valid[:, span] = True if valid is None else valid
-        for window, slots in self._slot_columns.items():
+        self.decoding = columns == 1 and self.column > 0
+        chunk = torch.arange(self.column, self.column + columns, device=self.valid.device)
+        for window, before in self._slot_columns.items():
             size = self.sizes[window]
-            new = torch.arange(self.column, self.column + columns, device=slots.device)[-size:]
-            slots[new % size] = new
-            if columns == 1:
+            after = before.clone()
+            new = chunk[-size:]
+            after[new % size] = new
+            self._slot_columns[window] = after
+            # The column of each key `LayerCache.update` returns for this chunk (-1: an empty slot).
+            if self.column == 0:
+                self._key_columns[window] = chunk
+            elif columns > 1 and size < self.length:
+                self._key_columns[window] = torch.cat([before, chunk])
+            else:
+                self._key_columns[window] = after
+            if self.decoding:
                 self.step_slots[size] = new % size
 
     def advance(self, columns: int) -> None:
         self.column += columns
 
-    def decode_masks(self) -> dict[int | None, torch.Tensor]:
-        """Masks [B, 1, 1, size] for a one-token step at the current column, one per window."""
-        query = torch.tensor([self.column], device=self.valid.device)
+    def decode_masks(self, columns: int = 1) -> dict[int | None, torch.Tensor]:
+        """Causal masks [B, 1, columns, S] for the chunk of ``columns`` begun at the current column, one per
+        window; ``S`` is the number of keys the layers' `LayerCache.update` returns for that chunk."""
+        queries = torch.arange(self.column, self.column + columns, device=self.valid.device)
         masks = {}
-        for window, slots in self._slot_columns.items():
-            key_valid = self.valid[:, slots.clamp(min=0)] & (slots >= 0)
-            masks[window] = attention_mask(query, slots, key_valid, window=window)
+        for window, keys in self._key_columns.items():
+            key_valid = self.valid[:, keys.clamp(min=0)] & (keys >= 0)
+            masks[window] = attention_mask(queries, keys, key_valid, window=window)
         return masks

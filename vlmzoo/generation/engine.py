@@ -49,9 +49,16 @@ def compiled_decode_step():
     return _compiled_step
 
 
-def _stop_ids(eos_token_id: int | Sequence[int] | None, default: int, device: torch.device) -> torch.Tensor:
-    ids = [default] if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else eos_token_id
+def _stop_ids(eos_token_id: int | Sequence[int] | None, default: Sequence[int], device: torch.device) -> torch.Tensor:
+    ids = default if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else eos_token_id
     return torch.tensor(list(ids), dtype=torch.long, device=device)
+
+
+def _prompt_history(input_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """The prompt as samplers see it: each left-padding column holds the row's first real token instead,
+    so the set of tokens a row has seen (what a repetition penalty uses) is the same as for the row alone."""
+    first_real = input_ids.gather(1, valid.long().argmax(dim=1, keepdim=True))
+    return torch.where(valid, input_ids, first_real)
 
 
 def stream(
@@ -89,7 +96,7 @@ def stream(
                 "(attention_mask[:, -1] == 1). Pad on the left, as the processor does."
             )
     batch, prompt_length = input_ids.shape
-    stop_ids = _stop_ids(eos_token_id, config.eos_token_id, device)
+    stop_ids = _stop_ids(eos_token_id, config.eos_token_ids, device)
     pad = config.pad_token_id if pad_token_id is None else pad_token_id
     generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
     decoder = model.language_model
@@ -103,7 +110,7 @@ def stream(
         logits = decoder.logits(hidden[:, -1])
         positions = prepared.positions[:, -1:] + 1
         history = torch.full((batch, prompt_length + max_new_tokens), pad, dtype=torch.long, device=device)
-        history[:, :prompt_length] = input_ids
+        history[:, :prompt_length] = _prompt_history(input_ids, prepared.valid)
         finished = torch.zeros(batch, dtype=torch.bool, device=device)
 
     for index in range(max_new_tokens):

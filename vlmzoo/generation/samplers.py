@@ -21,7 +21,10 @@ class Sampler:
     stochastic: bool | None = True
 
     def warp(self, logits: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
-        """Transform float32 logits [B, V]; ``history`` [B, n] holds the prompt and the tokens so far."""
+        """Transform float32 logits [B, V]; ``history`` [B, n] holds the prompt and the tokens so far.
+
+        Left padding is not history: in a padded row its columns repeat the row's first real token, so a
+        row's set of seen tokens is what it would be alone."""
         return logits
 
     def __call__(

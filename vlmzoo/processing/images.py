@@ -4,9 +4,15 @@ The steps reproduce transformers' SiglipImageProcessor (PIL backend) bit for bit
 checkpoints were evaluated with it and small pixel differences change generated text:
 
 1. convert to RGB (transparent in-memory images are composited onto white; files are opened the way
-   transformers' ``load_image`` opens them: EXIF orientation applied, then ``convert("RGB")``);
+   transformers' ``load_image`` opens them: EXIF orientation applied, then ``convert("RGB")``, which
+   drops transparency; in-memory PIL images are not rotated by their EXIF tag, as in transformers);
 2. resize to the square model resolution with PIL (bicubic by default);
 3. ``float32(float64(x) * rescale_factor)``, then ``(x - mean) / std`` in float32.
+
+One deliberate difference: images with more than 8 bits per sample (16-bit grayscale ``I;16``, 32-bit
+``I``, float ``F``, uint16 arrays) are scaled to 0..255, where ``convert("RGB")`` would clip them (a
+16-bit PNG turns almost white) and the model would run on garbage. A file whose pixel count exceeds
+Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) is refused with `ImageLoadError`.
 """
 
 from __future__ import annotations
@@ -19,13 +25,15 @@ import PIL.Image
 import PIL.ImageOps
 import torch
 
+from vlmzoo.errors import VlmzooError
+
 __all__ = ["ImageInput", "ImageLoadError", "load_image", "to_rgb_array", "preprocess_images"]
 
 #: Anything the processor accepts as one image.
 ImageInput = PIL.Image.Image | str | os.PathLike | np.ndarray | torch.Tensor
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(VlmzooError, ValueError):
     """An image file or object could not be turned into pixels."""
 
 
@@ -45,23 +53,62 @@ def _open_image_file(path: str | os.PathLike) -> PIL.Image.Image:
         with PIL.Image.open(path_str) as image:
             image.load()
             image = PIL.ImageOps.exif_transpose(image)
-            return image.convert("RGB")
-    except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            wide = _wide_to_rgb(image, f"image file {path_str!r}")
+            return image.convert("RGB") if wide is None else PIL.Image.fromarray(wide)
+    except PIL.Image.DecompressionBombError as err:
+        raise ImageLoadError(
+            f"{path_str!r} is refused as a possible decompression bomb ({err}). If you trust the file, raise "
+            "PIL.Image.MAX_IMAGE_PIXELS, or shrink the image first."
+        ) from None
+    except ImageLoadError:
+        raise
+    except (PIL.UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as err:
         raise ImageLoadError(
             f"{path_str!r} is not a readable image ({type(err).__name__}: {err}). Pass a PNG/JPEG/... "
             "file that PIL can open, or an already-loaded image."
         ) from err
 
 
+#: Pillow modes with more than 8 bits per sample, which ``convert("RGB")`` would clip instead of scale.
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+
+
+def _wide_to_rgb(image: PIL.Image.Image, what: str) -> np.ndarray | None:
+    """RGB uint8 pixels of a 16-bit, 32-bit or float single-channel image, scaled; None for other modes.
+
+    ``I;16*`` and uint16 data span 0..65535; ``I`` (32-bit) is read as 8-bit when its values fit in
+    0..255 and as 16-bit when they fit in 0..65535; ``F`` as a float image in [0, 1] or [0, 255].
+    """
+    if image.mode not in WIDE_MODES:
+        return None
+    array = np.asarray(image)
+    sixteen_bit_values = image.mode == "I" and array.size and 255 < int(array.max()) <= 65535 and array.min() >= 0
+    if image.mode.startswith("I;16") or sixteen_bit_values:
+        array = array.astype(np.uint16)
+    return np.repeat(_array_to_uint8(array, what)[..., None], 3, axis=-1)
+
+
 def _pil_to_rgb(image: PIL.Image.Image) -> np.ndarray:
     """RGB uint8 HWC array from a PIL image; transparency is composited onto white (as transformers does)."""
-    has_alpha = "A" in image.getbands() or image.info.get("transparency") is not None
-    if has_alpha:
-        rgba = image.convert("RGBA")
-        background = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        rgb = PIL.Image.alpha_composite(background, rgba).convert("RGB")
-    else:
-        rgb = image.convert("RGB")
+    if image.width == 0 or image.height == 0:
+        raise ImageLoadError(f"the PIL image is empty (size {image.size}).")
+    wide = _wide_to_rgb(image, f"PIL image in mode {image.mode!r}")
+    if wide is not None:
+        return wide
+    try:
+        if image.mode in ("La", "RGBa", "PA"):  # premultiplied or palette alpha: into plain LA / RGBA first
+            image = image.convert("LA" if image.mode == "La" else "RGBA")
+        has_alpha = "A" in image.getbands() or image.info.get("transparency") is not None
+        if has_alpha:
+            rgba = image.convert("RGBA")
+            background = PIL.Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            rgb = PIL.Image.alpha_composite(background, rgba).convert("RGB")
+        else:
+            rgb = image.convert("RGB")
+    except ValueError as err:  # a mode Pillow cannot turn into RGB
+        raise ImageLoadError(
+            f"a PIL image in mode {image.mode!r} cannot be converted to RGB ({err}); convert it to RGB first."
+        ) from None
     return np.asarray(rgb, dtype=np.uint8)
 
 
@@ -73,11 +120,14 @@ def _array_to_uint8(array: np.ndarray, what: str) -> np.ndarray:
         return array.astype(np.uint8) * 255
     if array.size == 0:
         raise ImageLoadError(f"{what} is empty (shape {tuple(array.shape)}).")
+    if array.dtype.kind == "u" and array.dtype.itemsize == 2:  # 16-bit pixels (16-bit PNG / TIFF): 65535 is white
+        return np.round(array.astype(np.float64) / 257.0).astype(np.uint8)
     lo, hi = float(array.min()), float(array.max())
     if np.issubdtype(array.dtype, np.integer):
         if lo < 0 or hi > 255:
             raise ImageLoadError(
-                f"{what} has integer values in [{lo:g}, {hi:g}]; expected uint8-range values in [0, 255]."
+                f"{what} has integer values in [{lo:g}, {hi:g}]; expected values in [0, 255], or a uint16 "
+                "array for 16-bit pixels."
             )
         return array.astype(np.uint8)
     if np.issubdtype(array.dtype, np.floating):
@@ -93,7 +143,7 @@ def _array_to_uint8(array: np.ndarray, what: str) -> np.ndarray:
                 "pixels, not already-normalized ones."
             )
         return np.clip(np.round(scaled), 0, 255).astype(np.uint8)
-    raise ImageLoadError(f"{what} has unsupported dtype {array.dtype}; use uint8 or float.")
+    raise ImageLoadError(f"{what} has unsupported dtype {array.dtype}; use uint8, uint16 or float.")
 
 
 def _array_to_rgb(array: np.ndarray, channels_first: bool, what: str, require_rgb: bool = False) -> np.ndarray:

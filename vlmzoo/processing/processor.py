@@ -25,7 +25,9 @@ import PIL.Image
 import torch
 from tokenizers import AddedToken, Tokenizer
 
+from vlmzoo.checkpoints.atomic import staged_directory
 from vlmzoo.checkpoints.hub import resolve
+from vlmzoo.errors import InvalidFileError, VlmzooError
 
 from .images import ImageInput, preprocess_images
 
@@ -375,12 +377,10 @@ class PaliGemmaProcessor:
         """Write tokenizer.json, tokenizer_config.json and preprocessor_config.json (hub layout).
 
         The directory loads with :func:`load_processor` and with transformers'
-        ``PaliGemmaProcessor.from_pretrained``. Returns the written paths.
+        ``PaliGemmaProcessor.from_pretrained``. Returns the written paths. The files are written beside
+        the directory and moved in once complete, so a failed save leaves the old files as they were.
         """
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tokenizer_path = directory / TOKENIZER_FILE
-        self.tokenizer.save(str(tokenizer_path))
         vocab = self.tokenizer.get_vocab(with_added_tokens=True)
         tokenizer_config = {
             "tokenizer_class": "GemmaTokenizer",
@@ -411,17 +411,16 @@ class PaliGemmaProcessor:
             "rescale_factor": self.rescale_factor,
             "size": {"height": self.image_size, "width": self.image_size},
         }
-        paths = [tokenizer_path]
-        for name, content in (
-            (TOKENIZER_CONFIG_FILE, tokenizer_config),
-            (PREPROCESSOR_CONFIG_FILE, preprocessor_config),
-        ):
-            path = directory / name
-            with open(path, "w", encoding="utf-8") as f:
-                json.dump(content, f, indent=2, ensure_ascii=False)
-                f.write("\n")
-            paths.append(path)
-        return paths
+        with staged_directory(directory) as stage:
+            self.tokenizer.save(str(stage / TOKENIZER_FILE))
+            for name, content in (
+                (TOKENIZER_CONFIG_FILE, tokenizer_config),
+                (PREPROCESSOR_CONFIG_FILE, preprocessor_config),
+            ):
+                with open(stage / name, "w", encoding="utf-8") as f:
+                    json.dump(content, f, indent=2, ensure_ascii=False)
+                    f.write("\n")
+        return [directory / name for name in (TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, PREPROCESSOR_CONFIG_FILE)]
 
 
 # ---------------------------------------------------------------------- loading
@@ -429,13 +428,41 @@ class PaliGemmaProcessor:
 
 def _read_json(path: Path) -> dict:
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); re-download or re-save the processor files.") from err
+        data = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise InvalidFileError(
+            path, f"not valid JSON ({err}); re-download or re-save the processor files"
+        ) from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path} should hold a JSON object, got {type(data).__name__}.")
+        raise InvalidFileError(path, f"must hold a JSON object, not a {type(data).__name__}")
     return data
+
+
+def _is_int(value: Any, minimum: int = 1) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def _check_image_config(config: dict, path: Path) -> None:
+    """Every image setting load_processor reads has the type it needs, or the error names the field."""
+    checks = {
+        "image_seq_length": (lambda v: v is None or _is_int(v), "a positive integer"),
+        "image_mean": (lambda v: _is_number(v) or (isinstance(v, list) and len(v) == 3
+                                                   and all(map(_is_number, v))), "3 numbers (R, G, B)"),
+        "image_std": (lambda v: (_is_number(v) and v != 0) or (isinstance(v, list) and len(v) == 3
+                                                             and all(_is_number(x) and x != 0 for x in v)),
+                      "3 non-zero numbers (R, G, B)"),
+        "rescale_factor": (lambda v: _is_number(v) and v > 0, "a positive number"),
+        "resample": (lambda v: v is None or (_is_int(v, 0) and v <= 5), "a PIL resampling filter number (0-5)"),
+        **{flag: (lambda v: v is None or isinstance(v, bool), "true or false")
+           for flag in ("do_convert_rgb", "do_resize", "do_rescale", "do_normalize")},
+    }  # fmt: skip
+    for field, (ok, expected) in checks.items():
+        if field in config and not ok(config[field]):
+            raise InvalidFileError(path, f"must be {expected}, got {config[field]!r}", field)
 
 
 def _token_content(value: Any) -> str | None:
@@ -460,15 +487,40 @@ def _image_config(directory: Path) -> tuple[dict, Path] | None:
 
 def _image_size(config: dict, source: Path) -> int:
     size = config.get("size", {"height": 224, "width": 224})
-    if isinstance(size, int):
+    if _is_int(size):
         return size
-    if isinstance(size, dict) and "height" in size and "width" in size:
+    if isinstance(size, dict) and _is_int(size.get("height")) and _is_int(size.get("width")):
         if size["height"] != size["width"]:
-            raise ValueError(
-                f"{source}: size {size} is not square; PaliGemma expects a square resolution (224, 448 or 896)."
+            raise InvalidFileError(
+                source, f"{size} is not square; PaliGemma expects a square resolution (224, 448 or 896)", "size"
             )
         return int(size["height"])
-    raise ValueError(f"{source}: size {size!r} should be {{'height': N, 'width': N}}.")
+    raise InvalidFileError(source, f"{size!r} should be {{'height': N, 'width': N}} with positive integers", "size")
+
+
+def _load_tokenizer(path: Path) -> Tokenizer:
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as err:  # the tokenizers library raises plain Exception for every parse problem
+        problem = " ".join(str(err).split()) or type(err).__name__
+        raise InvalidFileError(
+            path, f"cannot be read as a tokenizer ({problem}); download or save the processor files again"
+        ) from None
+
+
+def _max_length(path: Path) -> int:
+    text_config = _read_json(path).get("text_config")
+    if text_config is None:
+        return DEFAULT_MAX_LENGTH
+    if not isinstance(text_config, dict):
+        raise InvalidFileError(path, f"must be an object, not a {type(text_config).__name__}", "text_config")
+    value = text_config.get("max_position_embeddings")
+    if value is None:
+        return DEFAULT_MAX_LENGTH
+    if not _is_int(value):
+        field = "text_config.max_position_embeddings"
+        raise InvalidFileError(path, f"must be a positive integer, got {value!r}", field)
+    return value
 
 
 def load_processor(
@@ -498,7 +550,8 @@ def load_processor(
     assert image_cfg is not None
     config, config_path = image_cfg
 
-    tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
+    _check_image_config(config, config_path)
+    tokenizer = _load_tokenizer(directory / TOKENIZER_FILE)
     special = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "image_token": "<image>"}
     tokenizer_config_path = directory / TOKENIZER_CONFIG_FILE
     if tokenizer_config_path.is_file():
@@ -529,18 +582,22 @@ def load_processor(
         max_length = DEFAULT_MAX_LENGTH
         model_config_path = directory / MODEL_CONFIG_FILE
         if model_config_path.is_file():
-            text_config = _read_json(model_config_path).get("text_config") or {}
-            max_length = int(text_config.get("max_position_embeddings") or DEFAULT_MAX_LENGTH)
+            max_length = _max_length(model_config_path)
 
-    return PaliGemmaProcessor(
-        tokenizer,
-        image_size=image_size,
-        num_image_tokens=int(num_image_tokens),
-        image_mean=mean,
-        image_std=std,
-        rescale_factor=rescale_factor,
-        resample=PIL.Image.Resampling.BICUBIC if resample is None else resample,
-        do_convert_rgb=True if do_convert_rgb is None else bool(do_convert_rgb),
-        max_length=max_length,
-        **special,
-    )
+    try:
+        return PaliGemmaProcessor(
+            tokenizer,
+            image_size=image_size,
+            num_image_tokens=int(num_image_tokens),
+            image_mean=mean,
+            image_std=std,
+            rescale_factor=rescale_factor,
+            resample=PIL.Image.Resampling.BICUBIC if resample is None else resample,
+            do_convert_rgb=True if do_convert_rgb is None else bool(do_convert_rgb),
+            max_length=max_length,
+            **special,
+        )
+    except VlmzooError:
+        raise
+    except (TypeError, ValueError) as err:  # settings that fit their types but not each other
+        raise InvalidFileError(directory, f"the processor files do not fit together: {err}") from None

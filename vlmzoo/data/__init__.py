@@ -1,0 +1,1 @@
+"""Datasets vlmzoo generates itself: synthetic shapes for the bundled ``shapes-demo`` model."""

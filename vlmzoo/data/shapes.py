@@ -1,0 +1,299 @@
+"""Synthetic shapes: images of circles, squares and triangles, with PaliGemma task records.
+
+A task the whole pipeline can learn in minutes on a laptop CPU, so the bundled ``shapes-demo`` model
+can show detection and captioning end to end without downloading gigabytes of weights. Every scene
+is drawn from a seeded generator: the same seed gives the same images and records, anywhere.
+
+A scene holds one to three solid shapes that never overlap, each 15% to 35% of the image side, on a
+plain light background. Records follow PaliGemma's task formats:
+
+- ``detect circle`` / ``detect red square`` / ``detect triangle ; square``: for each query, in the
+  order asked, the boxes of every matching shape (top to bottom, then left to right) as
+  ``<loc{y0}><loc{x0}><loc{y1}><loc{x1}> {label}``, objects joined by `` ; ``. Coordinates are
+  big_vision's bins, ``round(v * 1023)`` of the normalised coordinate. When nothing matches the suffix
+  is empty: the model answers with ``<eos>`` alone, as PaliGemma does.
+- ``caption en``: the shapes listed in the same order, ``"a red circle and two blue squares"``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import PIL.Image
+import PIL.ImageDraw
+
+__all__ = [
+    "COLOURS",
+    "KINDS",
+    "PROMPT_KINDS",
+    "Record",
+    "Scene",
+    "Shape",
+    "box_iou",
+    "caption_text",
+    "detect_suffix",
+    "expected_objects",
+    "generate_scene",
+    "loc_tokens",
+    "make_records",
+    "match_objects",
+    "parse_caption",
+    "scene_records",
+    "write_dataset",
+]
+
+#: Shape kinds, as named in prompts and captions.
+KINDS = ("circle", "square", "triangle")
+#: Fill colours (RGB) by name.
+COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 200, 30)}
+#: The record kinds :func:`scene_records` makes, in a fixed order.
+PROMPT_KINDS = ("detect_shape", "detect_colour_shape", "detect_two_shapes", "caption")
+
+MIN_SIDE, MAX_SIDE = 0.15, 0.35  # shape size as a fraction of the image side
+_NUMBERS = {1: "a", 2: "two", 3: "three"}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One solid shape; ``box`` is (x0, y0, x1, y1) in pixels, edges included in the shape's extent."""
+
+    kind: str
+    colour: str
+    box: tuple[int, int, int, int]
+
+    @property
+    def label(self) -> str:
+        return f"{self.colour} {self.kind}"
+
+
+@dataclass(frozen=True)
+class Scene:
+    """A drawn image and the shapes in it, sorted top to bottom then left to right."""
+
+    image: PIL.Image.Image
+    shapes: tuple[Shape, ...]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.image.size
+
+
+@dataclass(frozen=True)
+class Record:
+    """One training or evaluation example; ``kind`` is one of :data:`PROMPT_KINDS`."""
+
+    kind: str
+    prefix: str
+    suffix: str
+
+
+def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int], gap: int) -> bool:
+    return a[0] < b[2] + gap and b[0] < a[2] + gap and a[1] < b[3] + gap and b[1] < a[3] + gap
+
+
+def _draw(draw: PIL.ImageDraw.ImageDraw, shape: Shape) -> None:
+    x0, y0, x1, y1 = shape.box
+    fill = COLOURS[shape.colour]
+    # PIL includes the last row/column of a box; boxes here are [x0, x1) like the loc-token convention.
+    if shape.kind == "circle":
+        draw.ellipse((x0, y0, x1 - 1, y1 - 1), fill=fill)
+    elif shape.kind == "square":
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=fill)
+    else:
+        draw.polygon([((x0 + x1 - 1) / 2, y0), (x1 - 1, y1 - 1), (x0, y1 - 1)], fill=fill)
+
+
+def generate_scene(rng: random.Random, size: int = 224, max_shapes: int = 3) -> Scene:
+    """Draw one scene of 1 to `max_shapes` non-overlapping shapes on a `size` x `size` light background."""
+    if size < 32:
+        raise ValueError(f"size={size} is too small to draw shapes on; use at least 32 pixels.")
+    if not 1 <= max_shapes <= 3:
+        raise ValueError(f"max_shapes={max_shapes} must be 1, 2 or 3.")
+    gap = max(1, size // 40)
+    while True:  # rejection sampling; three shapes of at most 35% always fit, so this ends quickly
+        count = rng.randint(1, max_shapes)
+        shapes: list[Shape] = []
+        for _ in range(50 * count):
+            if len(shapes) == count:
+                break
+            side = rng.randint(round(MIN_SIDE * size), round(MAX_SIDE * size))
+            x0, y0 = rng.randint(0, size - side), rng.randint(0, size - side)
+            box = (x0, y0, x0 + side, y0 + side)
+            if any(_overlaps(box, other.box, gap) for other in shapes):
+                continue
+            shapes.append(Shape(rng.choice(KINDS), rng.choice(sorted(COLOURS)), box))
+        if len(shapes) == count:
+            break
+    background = tuple(rng.randint(225, 250) for _ in range(3))
+    image = PIL.Image.new("RGB", (size, size), background)
+    draw = PIL.ImageDraw.Draw(image)
+    for shape in shapes:
+        _draw(draw, shape)
+    shapes.sort(key=lambda s: (s.box[1], s.box[0]))
+    return Scene(image, tuple(shapes))
+
+
+def loc_tokens(box: Sequence[float], image_size: tuple[int, int]) -> str:
+    """``<loc{y0}><loc{x0}><loc{y1}><loc{x1}>`` for a pixel box (x0, y0, x1, y1), big_vision's round(v*1023)."""
+    width, height = image_size
+    x0, y0, x1, y1 = box
+    bins = [round(max(0.0, min(1.0, v)) * 1023) for v in (y0 / height, x0 / width, y1 / height, x1 / width)]
+    return "".join(f"<loc{b:04d}>" for b in bins)
+
+
+def _matches(shape: Shape, query: str) -> bool:
+    words = query.split()
+    if len(words) == 1:
+        return shape.kind == words[0]
+    return shape.label == query
+
+
+def expected_objects(scene: Scene, queries: Sequence[str]) -> list[tuple[str, tuple[int, int, int, int]]]:
+    """(label, pixel box) of every shape matching each query ("circle" or "red circle"), in query order."""
+    return [(query, shape.box) for query in queries for shape in scene.shapes if _matches(shape, query)]
+
+
+def detect_suffix(scene: Scene, queries: Sequence[str]) -> str:
+    """The detection target: every shape matching each query (in query order), joined by `` ; ``."""
+    return " ; ".join(f"{loc_tokens(box, scene.size)} {label}" for label, box in expected_objects(scene, queries))
+
+
+def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(0.0, width) * max(0.0, height)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def match_objects(
+    predicted: Sequence[tuple[str, Sequence[float]]],
+    expected: Sequence[tuple[str, Sequence[float]]],
+    threshold: float = 0.5,
+) -> int:
+    """True positives: predictions paired one-to-one with expected objects of the same label at IoU >= threshold.
+
+    Pairs are taken greedily, best IoU first, as detection benchmarks do. Precision is this count over
+    ``len(predicted)``, recall over ``len(expected)``.
+    """
+    pairs = sorted(
+        (
+            (box_iou(p_box, e_box), i, j)
+            for i, (p_label, p_box) in enumerate(predicted)
+            for j, (e_label, e_box) in enumerate(expected)
+            if p_label == e_label
+        ),
+        reverse=True,
+    )
+    used_p: set[int] = set()
+    used_e: set[int] = set()
+    for iou, i, j in pairs:
+        if iou >= threshold and i not in used_p and j not in used_e:
+            used_p.add(i)
+            used_e.add(j)
+    return len(used_p)
+
+
+def _plural(kind: str) -> str:
+    return kind + "s"
+
+
+def caption_text(shapes: Sequence[Shape]) -> str:
+    """List the shapes in order of first appearance, counting repeats: "a red circle and two blue squares"."""
+    counts = Counter(shape.label for shape in shapes)
+    parts = []
+    for label in dict.fromkeys(shape.label for shape in shapes):
+        n = counts[label]
+        colour, kind = label.split(" ")
+        parts.append(f"{_NUMBERS.get(n, str(n))} {colour} {kind if n == 1 else _plural(kind)}")
+    if len(parts) == 1:
+        return parts[0]
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def parse_caption(text: str) -> Counter[str]:
+    """The shapes a caption names, as a multiset of labels ("red circle"); unknown words are ignored.
+
+    The inverse of :func:`caption_text`, used to score captions by the exact set of shapes named.
+    """
+    numbers = {word: n for n, word in _NUMBERS.items()} | {"an": 1, "one": 1}
+    found: Counter[str] = Counter()
+    words = text.replace(",", " ").split()
+    for i in range(len(words) - 2):
+        count, colour, kind = words[i : i + 3]
+        kind = kind[:-1] if kind.endswith("s") and kind[:-1] in KINDS else kind
+        if colour in COLOURS and kind in KINDS:
+            found[f"{colour} {kind}"] += numbers.get(count, int(count) if count.isdigit() else 1)
+    return found
+
+
+def scene_records(scene: Scene, rng: random.Random, kinds: Sequence[str] = PROMPT_KINDS) -> list[Record]:
+    """One record of each of `kinds` for `scene`, with prompts drawn from `rng`.
+
+    Colour+shape prompts ask for a shape in the scene three times in four, so most have an answer;
+    the rest, like many single-shape and two-shape prompts, have none and teach an empty answer.
+    """
+    records = []
+    for kind in kinds:
+        if kind == "detect_shape":
+            queries = [rng.choice(KINDS)]
+        elif kind == "detect_colour_shape":
+            if rng.random() < 0.75:
+                queries = [rng.choice(scene.shapes).label]
+            else:
+                queries = [f"{rng.choice(sorted(COLOURS))} {rng.choice(KINDS)}"]
+        elif kind == "detect_two_shapes":
+            queries = rng.sample(KINDS, 2)
+        elif kind == "caption":
+            records.append(Record(kind, "caption en", caption_text(scene.shapes)))
+            continue
+        else:
+            raise ValueError(f"unknown record kind {kind!r}; use one of {', '.join(PROMPT_KINDS)}.")
+        records.append(Record(kind, "detect " + " ; ".join(queries), detect_suffix(scene, queries)))
+    return records
+
+
+def make_records(
+    seed: int, num_images: int, size: int = 224, kinds: Sequence[str] = PROMPT_KINDS
+) -> Iterator[tuple[Scene, list[Record]]]:
+    """`num_images` scenes and their records, reproducible from `seed`."""
+    rng = random.Random(seed)
+    for _ in range(num_images):
+        scene = generate_scene(rng, size=size)
+        yield scene, scene_records(scene, rng, kinds)
+
+
+def write_dataset(
+    directory: str | os.PathLike,
+    seed: int,
+    num_images: int,
+    size: int = 224,
+    kinds: Sequence[str] = PROMPT_KINDS,
+    filename: str = "data.jsonl",
+) -> Path:
+    """Write PNG images and a JSONL file of ``{"image", "prefix", "suffix"}`` records; return the JSONL path.
+
+    Image paths in the file are relative to it (``images/000000.png``), the layout vlmzoo's fine-tuning
+    reads. The JSONL file is written to a temporary name and renamed when complete, so an interrupted
+    run never leaves a half-written dataset behind under the final name.
+    """
+    directory = Path(directory)
+    images = directory / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    path = directory / filename
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w", encoding="utf-8") as f:
+        for index, (scene, records) in enumerate(make_records(seed, num_images, size=size, kinds=kinds)):
+            name = f"images/{index:06d}.png"
+            scene.image.save(directory / name)
+            for record in records:
+                f.write(json.dumps({"image": name, "prefix": record.prefix, "suffix": record.suffix}) + "\n")
+    os.replace(partial, path)
+    return path

@@ -1,0 +1,139 @@
+"""Tasks: prompts the checkpoints were trained with, and model text turned into boxes, masks and text.
+
+>>> import vlmzoo
+>>> result = vlmzoo.get_postprocessor("detect").parse("<loc0000><loc0000><loc0511><loc1023> cat", image_size=(640, 480))
+>>> result.objects[0].label, result.objects[0].box
+('cat', (0.0, 0.0, 640.0, 239.76539589442814))
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from vlmzoo.tasks.base import Postprocessor, TaskError, check_language, check_names
+from vlmzoo.tasks.detection import Detect
+from vlmzoo.tasks.drawing import draw_objects, label_color
+from vlmzoo.tasks.locations import DEFAULT_BINS, LocatedText, clean_text, format_objects, parse_located_text
+from vlmzoo.tasks.results import DetectedObject, ImageSizeError, TaskResult, check_image_size
+from vlmzoo.tasks.rle import mask_to_rle, rle_to_mask
+from vlmzoo.tasks.segmentation import (
+    MaskDecoder,
+    Segment,
+    VaeFileError,
+    convert_vae_to_safetensors,
+    load_mask_decoder,
+    place_mask,
+)
+from vlmzoo.tasks.text import Answer, Caption, Ocr, TextPostprocessor
+
+__all__ = [
+    "DEFAULT_BINS",
+    "Answer",
+    "Caption",
+    "Detect",
+    "DetectedObject",
+    "ImageSizeError",
+    "LocatedText",
+    "MaskDecoder",
+    "Ocr",
+    "Postprocessor",
+    "Segment",
+    "TaskError",
+    "TaskResult",
+    "TextPostprocessor",
+    "VaeFileError",
+    "check_image_size",
+    "check_language",
+    "check_names",
+    "clean_text",
+    "convert_vae_to_safetensors",
+    "draw_objects",
+    "format_objects",
+    "get_postprocessor",
+    "label_color",
+    "list_tasks",
+    "load_mask_decoder",
+    "mask_to_rle",
+    "parse_located_text",
+    "place_mask",
+    "prepare_task",
+    "rle_to_mask",
+]
+
+
+def list_tasks() -> list[str]:
+    """Names of every registered post-processor (built-in and from plugins), sorted."""
+    from vlmzoo.plugins import get_registries
+
+    return get_registries().postprocessor.keys()
+
+
+def get_postprocessor(name: str, **options: Any) -> Postprocessor:
+    """The post-processor registered as ``name``, built with ``options`` (e.g. ``bins=1024``, ``vae=...``).
+
+    An unknown name raises `vlmzoo.registry.UnknownKeyError` naming the closest registered ones; an
+    option the post-processor does not take raises TypeError listing those it does.
+    """
+    from vlmzoo.plugins import get_registries
+
+    if not isinstance(name, str):
+        raise TypeError(f"a task name is a string such as 'detect', got {type(name).__name__}")
+    factory = get_registries().postprocessor.get(name)
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # builtins without a signature: let the call speak
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(**options)
+        except TypeError:
+            accepted = [
+                p.name
+                for p in signature.parameters.values()
+                if p.kind is p.KEYWORD_ONLY or p.kind is p.POSITIONAL_OR_KEYWORD
+            ]
+            raise TypeError(
+                f"post-processor {name!r} does not take the option(s) {sorted(options)}; "
+                f"it takes: {', '.join(accepted) or 'no options'}"
+            ) from None
+    return factory(**options)
+
+
+def _prompt_parameters(postprocessor: Any) -> set[str]:
+    """Names of the keyword parameters of ``postprocessor.prompt`` (a class or an instance)."""
+    function = getattr(postprocessor, "prompt", None)
+    if function is None:
+        return set()
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return set()
+    return {p.name for p in parameters if p.name != "self" and p.kind is not p.VAR_POSITIONAL}
+
+
+def prepare_task(task: str | Postprocessor, *prompt_args: Any, **options: Any) -> tuple[Postprocessor, str]:
+    """The post-processor and the prompt for one task request.
+
+    ``task`` is a registered name or a post-processor object. ``prompt_args`` and the ``options`` named
+    in the task's ``prompt`` signature (``objects``, ``question``, ``lang``...) build the prompt; the
+    other ``options`` build the post-processor (``bins``, ``vae``...), which a ready object cannot take.
+
+    >>> post, prompt = prepare_task("detect", ["cat", "dog"], bins=1024)
+    >>> prompt
+    'detect cat ; dog'
+    """
+    if isinstance(task, Postprocessor):
+        post = task
+        prompt_names = _prompt_parameters(post)
+        unused = sorted(set(options) - prompt_names)
+        if unused:
+            raise TypeError(f"options {unused} cannot change a post-processor object; build it with them")
+        return post, post.prompt(*prompt_args, **options)
+    if not isinstance(task, str):
+        raise TypeError(f"a task is a name such as 'detect' or a post-processor object, got {type(task).__name__}")
+    from vlmzoo.plugins import get_registries
+
+    prompt_names = _prompt_parameters(get_registries().postprocessor.get(task))
+    post = get_postprocessor(task, **{k: v for k, v in options.items() if k not in prompt_names})
+    return post, post.prompt(*prompt_args, **{k: v for k, v in options.items() if k in prompt_names})

@@ -1,0 +1,399 @@
+"""The training loop: AdamW with warm-up and cosine decay, accumulation, clipping, autocast, evaluation.
+
+`train` is the Python entry point and `run` the one the command line uses; both end in `Trainer`,
+which runs the same code on one process or under ``torchrun`` (see `vlmzoo.training.distributed`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vlmzoo.processing import PaliGemmaProcessor, load_processor
+from vlmzoo.progress import progress_bar
+from vlmzoo.training.config import TrainingConfig
+from vlmzoo.training.data import Collator, Record, RecordDataset, load_records, validate
+from vlmzoo.training.distributed import ProcessGroup, join
+from vlmzoo.training.evaluation import autocast, evaluate_loss
+from vlmzoo.training.loss import SuffixLoss, count_targets
+from vlmzoo.training.parts import freeze_all_but
+from vlmzoo.training.sampling import StepBatches
+
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "training_config.json"
+_INPUTS = ("input_ids", "pixel_values", "attention_mask", "token_type_ids", "labels")
+
+
+def train(
+    model: nn.Module | str,
+    processor: PaliGemmaProcessor | str | None = None,
+    train_data: str | os.PathLike | Sequence[Any] | None = None,
+    eval_data: str | os.PathLike | Sequence[Any] | None = None,
+    **options: Any,
+) -> nn.Module:
+    """Fine-tune ``model`` on ``train_data`` and return it (trained, in eval mode).
+
+    ``model`` is a loaded model, a checkpoint directory or hub id, or (with ``init="random"``) a zoo
+    variant name; ``processor`` a processor, a directory or hub id (default: the model's). Data is a
+    JSONL path or a list of records (dicts with image, prefix, suffix). ``options`` are the fields of
+    `TrainingConfig`: ``output_dir``, ``max_steps``, ``batch_size`` and ``learning_rate`` first.
+    The final model and processor are saved to ``output_dir`` with ``save_pretrained``.
+    """
+    values = dict(options)
+    model_object = None
+    if isinstance(model, nn.Module):
+        model_object = model
+        values["model"] = getattr(model, "name_or_path", None) or model.config.name or "model"
+    else:
+        values["model"] = os.fspath(model)
+    processor_object = None
+    if isinstance(processor, PaliGemmaProcessor):
+        processor_object = processor
+    elif processor is not None:
+        values["processor"] = os.fspath(processor)
+    train_records = eval_records = None
+    if isinstance(train_data, (str, os.PathLike)):
+        values["train_data"] = os.fspath(train_data)
+    elif train_data is not None:
+        train_records = load_records(train_data)
+    if isinstance(eval_data, (str, os.PathLike)):
+        values["eval_data"] = os.fspath(eval_data)
+    elif eval_data is not None:
+        eval_records = load_records(eval_data)
+    config = TrainingConfig.checked(values, source="vlmzoo.train()")
+    trainer = Trainer(
+        config, model=model_object, processor=processor_object, train_records=train_records, eval_records=eval_records
+    )
+    return trainer.run()
+
+
+def run(config: TrainingConfig) -> nn.Module:
+    """Run a training described entirely by ``config`` (what ``vlmzoo train`` does)."""
+    return Trainer(config).run()
+
+
+def warmup_cosine(step: int, *, warmup_steps: int, max_steps: int, min_ratio: float) -> float:
+    """Learning-rate multiplier: linear warm-up to 1, then cosine decay to ``min_ratio`` at ``max_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / (warmup_steps + 1)
+    decay_steps = max(1, max_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def seed_everything(seed: int) -> None:
+    """Python, NumPy and torch (all devices) random generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a precision choice on a device (None: plain float32)."""
+    if precision == "bfloat16":
+        return torch.bfloat16
+    if precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
+class Trainer:
+    """One fine-tuning run. Build it from a `TrainingConfig` (plus in-memory objects) and call `run`."""
+
+    def __init__(
+        self,
+        config: TrainingConfig,
+        *,
+        model: nn.Module | None = None,
+        processor: PaliGemmaProcessor | None = None,
+        train_records: list[Record] | None = None,
+        eval_records: list[Record] | None = None,
+    ) -> None:
+        self.config = config
+        self._model = model
+        self._processor = processor
+        self._train_records = train_records
+        self._eval_records = eval_records
+
+    # ------------------------------------------------------------------ setup
+
+    def _load_processor(self) -> PaliGemmaProcessor:
+        if self._processor is not None:
+            return self._processor
+        source = self.config.processor
+        if source is None:
+            if self._model is not None:
+                raise ValueError("pass the processor (or a processor path) along with an in-memory model")
+            source = self.config.model
+        return load_processor(source)
+
+    def _load_model(self, device: torch.device) -> nn.Module:
+        import vlmzoo
+
+        config = self.config
+        if self._model is not None:
+            return self._model.to(device)
+        if config.init == "random":
+            return vlmzoo.build(
+                config.model, device=device, dtype=torch.float32, seed=config.seed, **config.model_overrides
+            )
+        return vlmzoo.from_pretrained(config.model, dtype=torch.float32, device=device)
+
+    def _records(self, given: list[Record] | None, path: str | None) -> list[Record] | None:
+        if given is not None:
+            return given
+        return None if path is None else load_records(path)
+
+    @staticmethod
+    def _check_pair(model: nn.Module, processor: PaliGemmaProcessor) -> None:
+        cfg = model.config
+        if processor.num_image_tokens != cfg.num_image_tokens:
+            raise ValueError(
+                f"the processor lays out {processor.num_image_tokens} image tokens per image but the model takes "
+                f"{cfg.num_image_tokens}; use the processor that matches the model's resolution"
+            )
+        if processor.image_token_id != cfg.image_token_id:
+            raise ValueError(
+                f"the processor's <image> token is id {processor.image_token_id} but the model expects "
+                f"{cfg.image_token_id}; use the processor of this model"
+            )
+        if processor.vocab_size > cfg.decoder.vocab_size:
+            raise ValueError(
+                f"the processor's tokenizer has {processor.vocab_size} tokens but the model's embedding has "
+                f"{cfg.decoder.vocab_size} rows; use a model with a large enough vocabulary"
+            )
+
+    def _output_dir(self, group: ProcessGroup) -> Path:
+        out = Path(self.config.output_dir)
+        if group.is_main:
+            if out.exists() and not out.is_dir():
+                raise ValueError(f"output_dir {out} is a file; give a directory")
+            if (out / METRICS_FILE).exists() and not self.config.overwrite and self.config.resume_from is None:
+                raise ValueError(
+                    f"output_dir {out} already holds a training run ({METRICS_FILE}); choose a new output_dir, "
+                    "resume it with resume_from='latest', or set overwrite=true to start over"
+                )
+            out.mkdir(parents=True, exist_ok=True)
+        return out
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> nn.Module:
+        config = self.config
+        group = join(config.device)
+        try:
+            return self._run(group)
+        finally:
+            group.close()
+
+    def _run(self, group: ProcessGroup) -> nn.Module:
+        config = self.config
+        device = group.device
+        seed_everything(config.seed)
+        processor = self._load_processor()
+        train_records = self._records(self._train_records, config.train_data)
+        if train_records is None:
+            raise ValueError("no training data: give train_data (a JSONL file or a list of records)")
+        eval_records = self._records(self._eval_records, config.eval_data)
+        limit = config.max_length
+        validate(train_records, processor, max_length=limit)
+        if eval_records is not None:
+            validate(eval_records, processor, max_length=limit)
+        output_dir = self._output_dir(group)
+
+        model = self._load_model(device)
+        self._check_pair(model, processor)
+        if processor.max_length > model.config.decoder.max_position_embeddings:
+            validate(train_records, processor, max_length=model.config.decoder.max_position_embeddings)
+        trainable = freeze_all_but(model, config.train)
+        model.train()
+        loss_module = SuffixLoss(model)
+        wrapped = self._wrap(loss_module, group)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            params,
+            lr=config.learning_rate,
+            betas=config.adam_betas,
+            eps=config.adam_eps,
+            weight_decay=config.weight_decay,
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda step: warmup_cosine(
+                step, warmup_steps=config.warmup_steps, max_steps=config.max_steps, min_ratio=config.min_lr_ratio
+            ),
+        )
+        start_step = 0
+        sampler = StepBatches(
+            len(train_records),
+            config.batch_size,
+            grad_accumulation=config.grad_accumulation,
+            rank=group.rank,
+            world_size=group.world_size,
+            seed=config.seed,
+            start_step=start_step,
+            max_steps=config.max_steps,
+        )
+        loader = self._loader(train_records, processor, sampler, device)
+        eval_loader = None
+        if eval_records is not None:
+            eval_loader = self._eval_loader(eval_records, processor, sampler.micro_batch_size, group, device)
+        amp = autocast_dtype(config.precision, device)
+
+        metrics = MetricsLog(output_dir / METRICS_FILE if group.is_main else None, append=start_step > 0)
+        if group.is_main:
+            (output_dir / CONFIG_FILE).write_text(config.to_json() + "\n", encoding="utf-8")
+            metrics.write(
+                event="start",
+                trainable_parameters=sum(p.numel() for p in params),
+                trainable_tensors=len(trainable),
+                world_size=group.world_size,
+                device=str(device),
+                autocast=None if amp is None else str(amp).removeprefix("torch."),
+            )
+        bar = progress_bar(
+            total=config.max_steps,
+            initial=start_step,
+            desc="train",
+            unit="step",
+            enabled=config.progress if group.is_main else False,
+        )
+        batches = iter(loader)
+        window_tokens, window_start = 0.0, time.perf_counter()
+        for step in range(start_step, config.max_steps):
+            micro = [next(batches) for _ in range(config.grad_accumulation)]
+            local = [
+                float(sum(count_targets(b) for b in micro)),
+                float(sum(int(b["attention_mask"].sum()) for b in micro)),
+            ]
+            n_targets, n_tokens = group.sum(local)
+            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+            for k, batch in enumerate(micro):
+                last = k == len(micro) - 1
+                with self._sync_gradients(wrapped, last), autocast(device, amp):
+                    inputs = {name: batch[name].to(device, non_blocking=True) for name in _INPUTS}
+                    summed = wrapped(**inputs)
+                # DDP and FSDP average gradients over processes; scaling by world/n gives d(global mean).
+                (summed * (group.world_size / n_targets)).backward()
+                loss_sum += summed.detach().double()
+            grad_norm = None
+            if config.max_grad_norm is not None:
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
+            optimizer.step()
+            lr = scheduler.get_last_lr()[0]
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            (total_loss,) = group.sum([float(loss_sum)])
+            loss = total_loss / n_targets
+            window_tokens += n_tokens
+            done = step + 1
+            if done % config.log_every == 0 or done == config.max_steps:
+                elapsed = time.perf_counter() - window_start
+                tokens_per_s = window_tokens / elapsed if elapsed > 0 else float("nan")
+                metrics.write(step=done, loss=loss, lr=lr, grad_norm=grad_norm, tokens_per_s=tokens_per_s)
+                bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}", refresh=False)
+                window_tokens, window_start = 0.0, time.perf_counter()
+            bar.update(1)
+            if eval_loader is not None and (
+                (config.eval_every and done % config.eval_every == 0) or done == config.max_steps
+            ):
+                model.eval()
+                eval_loss = evaluate_loss(_unwrapped(wrapped), eval_loader, group, device, amp)
+                model.train()
+                metrics.write(step=done, eval_loss=eval_loss)
+                bar.set_postfix(loss=f"{loss:.4f}", eval_loss=f"{eval_loss:.4f}", refresh=False)
+        bar.close()
+        model.eval()
+        if group.is_main:
+            model.save_pretrained(output_dir)
+            processor.save_pretrained(output_dir)
+            metrics.write(event="end", step=config.max_steps)
+        metrics.close()
+        group.barrier()
+        for param in model.parameters():
+            param.requires_grad_(True)
+        return model
+
+    # ------------------------------------------------------------------ helpers
+
+    def _wrap(self, loss_module: SuffixLoss, group: ProcessGroup) -> nn.Module:
+        if not group.active or self.config.distributed == "none":
+            return loss_module
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [group.device.index] if group.device.type == "cuda" else None
+        return DistributedDataParallel(loss_module, device_ids=device_ids)
+
+    @staticmethod
+    def _sync_gradients(wrapped: nn.Module, sync: bool):
+        if not sync and hasattr(wrapped, "no_sync"):
+            return wrapped.no_sync()
+        return contextlib.nullcontext()
+
+    def _loader(
+        self, records: list[Record], processor: PaliGemmaProcessor, sampler: StepBatches, device: torch.device
+    ) -> torch.utils.data.DataLoader:
+        workers = self.config.num_workers
+        if workers:
+            os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        return torch.utils.data.DataLoader(
+            RecordDataset(records),
+            batch_sampler=sampler,
+            collate_fn=Collator(processor, self.config.padding_side),
+            num_workers=workers,
+            pin_memory=device.type == "cuda",
+        )
+
+    def _eval_loader(
+        self,
+        records: list[Record],
+        processor: PaliGemmaProcessor,
+        batch_size: int,
+        group: ProcessGroup,
+        device: torch.device,
+    ) -> torch.utils.data.DataLoader:
+        mine = list(range(group.rank, len(records), group.world_size))
+        batches = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
+        return torch.utils.data.DataLoader(
+            RecordDataset(records),
+            batch_sampler=batches,
+            collate_fn=Collator(processor, self.config.padding_side),
+            num_workers=self.config.num_workers,
+            pin_memory=device.type == "cuda",
+        )
+
+
+def _unwrapped(wrapped: nn.Module) -> nn.Module:
+    """The `SuffixLoss` inside a DistributedDataParallel wrapper (FSDP modules are used as they are)."""
+    return wrapped.module if hasattr(wrapped, "no_sync") else wrapped
+
+
+class MetricsLog:
+    """Appends one JSON object per line (step, loss, lr, tokens/s, eval loss) for plotting; rank 0 only."""
+
+    def __init__(self, path: Path | None, append: bool = False) -> None:
+        self.path = path
+        self._file = None if path is None else open(path, "a" if append else "w", encoding="utf-8")  # noqa: SIM115
+
+    def write(self, **fields: Any) -> None:
+        if self._file is None:
+            return
+        fields = {"time": round(time.time(), 3), **fields}
+        self._file.write(json.dumps(fields) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
