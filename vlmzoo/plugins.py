@@ -21,6 +21,7 @@ from typing import Any
 import pluggy
 
 from vlmzoo import hookspecs
+from vlmzoo.components.linear import forget_kernel_choices
 from vlmzoo.errors import VlmzooError
 from vlmzoo.registry import OwnedRegistries, Registries
 
@@ -196,6 +197,7 @@ def reset() -> None:
     global _state
     with _lock:
         _state = None
+        forget_kernel_choices()
 
 
 def list_plugins() -> list[PluginInfo]:

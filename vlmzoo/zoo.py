@@ -88,10 +88,14 @@ def build(
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
     seed: int | None = None,
+    quantize: str | None = None,
     registries: Registries | None = None,
     **overrides,
 ):
     """Build a randomly initialised model from a variant name or a config.
+
+    ``quantize="int8"`` or ``"int4"`` quantizes the weights after the random init (see
+    `PaliGemma.quantize`); it needs a real device, not ``"meta"``.
 
     ``device="meta"`` allocates nothing, so any size builds instantly (for inspection, or to load
     weights into with ``load_state_dict(assign=True)``). ``overrides`` change the config first:
@@ -109,10 +113,16 @@ def build(
     with torch.device("meta"), default_dtype(resolve_dtype(dtype)):
         module = PaliGemma(config, registries)
     if device.type == "meta":
+        if quantize is not None:
+            raise ValueError("build(quantize=...) needs weights to quantize; give a device such as 'cpu', not 'meta'")
         return module
     module.to_empty(device=device)
     generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
     init_weights(module, generator=generator)
+    if quantize is not None:
+        from vlmzoo.model.quantize import quantize_model
+
+        quantize_model(module, quantize, registries)
     return module.eval()
 
 

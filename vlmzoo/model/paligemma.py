@@ -51,24 +51,43 @@ class PaliGemma(nn.Module):
         self.vision_tower = registries.vision_encoder.get(vision.kind)(vision, vision_parts)
         self.multi_modal_projector = Projector(config.projector)
         self.language_model = GemmaDecoder(config.decoder, registries)
+        #: The weight-only quantization scheme applied (``"int8"``, ``"int4"``), or None.
+        self.quantization: str | None = None
 
     @property
     def device(self) -> torch.device:
-        return self.language_model.embed_tokens.weight.device
+        embed = self.language_model.embed_tokens
+        return embed.weight.device if isinstance(embed, nn.Embedding) else embed.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.language_model.embed_tokens.weight.dtype
+        """The floating-point dtype of the activations (and of the weights that are not quantized)."""
+        embed = self.language_model.embed_tokens
+        return embed.weight.dtype if isinstance(embed, nn.Embedding) else embed.dtype
 
     def num_parameters(self) -> int:
         """Parameters counted once each (the tied output head shares the embedding)."""
         return sum(p.numel() for p in self.parameters())
 
-    def save_pretrained(self, directory, max_shard_size: int | str = "5GB"):
-        """Write config.json and safetensors in the Hugging Face layout (transformers loads it too)."""
+    def save_pretrained(self, directory, max_shard_size: int | str = "5GB", *, dequantize: bool = False):
+        """Write config.json and safetensors in the Hugging Face layout (transformers loads it too).
+
+        A quantized model is refused unless ``dequantize=True``, which writes its dequantized weights in
+        the model's dtype (a float checkpoint that carries the quantization error).
+        """
         from vlmzoo.checkpoints.saving import save_pretrained
 
-        return save_pretrained(self, directory, max_shard_size=max_shard_size)
+        return save_pretrained(self, directory, max_shard_size=max_shard_size, dequantize=dequantize)
+
+    def quantize(self, scheme: str = "int8") -> PaliGemma:
+        """Quantize the weights in place (``"int8"``, ``"int4"`` or a plugin's scheme); returns the model.
+
+        The decoder's linear layers use ``scheme``, the output head int8; the vision tower, projector,
+        norms and biases stay in floating point. See `vlmzoo.model.quantize`.
+        """
+        from vlmzoo.model.quantize import quantize_model
+
+        return quantize_model(self, scheme)
 
     def generate(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         """Generate new tokens [B, n] after the prompt; see `vlmzoo.generation.generate` for the options
