@@ -53,7 +53,7 @@ def test_builtin_plugins_are_listed_with_their_distribution_and_registrations():
     components = infos["vlmzoo.builtin.components"].registered
     assert set(components["attention"]) == {"sdpa", "eager"}
     assert set(components["norm"]) == {"layer_norm", "rms_norm"}
-    assert set(components["mlp"]) == {"gelu", "gated_gelu"}
+    assert set(components["mlp"]) == {"gelu", "gelu_exact", "gated_gelu"}
     assert set(components["decoder_block"]) == {"gemma", "gemma2"}
     assert components["vision_encoder"] == ["siglip"]
     registries = vlmzoo.get_registries()

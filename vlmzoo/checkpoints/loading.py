@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from vlmzoo.checkpoints.hf_config import ConfigConversionError, config_from_hf
+from vlmzoo.checkpoints.config_json import config_from_json
+from vlmzoo.checkpoints.hf_config import ConfigConversionError
 from vlmzoo.checkpoints.hub import CheckpointNotFoundError, resolve
 from vlmzoo.checkpoints.keys import to_vlmzoo_key
 from vlmzoo.checkpoints.safetensors_io import DTYPES, SafetensorsError, iter_tensors, read_header
@@ -88,7 +89,7 @@ def read_config(directory: Path, name: str | None = None):
         )
     data = read_json_object(path)
     try:
-        return config_from_hf(data, name=name), data
+        return config_from_json(data, name=name), data
     except ConfigConversionError as exc:
         raise exc.with_path(path) from None
 
