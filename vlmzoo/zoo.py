@@ -9,6 +9,7 @@ from torch import nn
 
 from vlmzoo.components.norm import GemmaRMSNorm
 from vlmzoo.config import PaliGemmaConfig
+from vlmzoo.devices import resolve_device
 from vlmzoo.dtypes import default_dtype, resolve_dtype
 from vlmzoo.registry import Registries, UnknownKeyError, close_matches
 from vlmzoo.variants import Variant, aliases_of, variants_of
@@ -71,13 +72,13 @@ def build(
 
     if not isinstance(model, (str, PaliGemmaConfig)):
         raise TypeError(f"build() takes a model name or a PaliGemmaConfig, got {type(model).__name__}")
+    device = resolve_device(device)
     registries = _registries(registries)
     config = model if isinstance(model, PaliGemmaConfig) else get_config(model, registries=registries)
     if overrides:
         config = config.with_overrides(overrides)
     with torch.device("meta"), default_dtype(resolve_dtype(dtype)):
         module = PaliGemma(config, registries)
-    device = torch.device(device) if device is not None else torch.device("cpu")
     if device.type == "meta":
         return module
     module.to_empty(device=device)

@@ -29,6 +29,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from vlmzoo.errors import VlmzooError
+
 CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_TENSORS = "optimizer.safetensors"
@@ -38,7 +40,7 @@ ADAPTERS_FILE = "adapters.safetensors"
 _STEP_DIR = re.compile(r"step-(\d+)")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(VlmzooError, ValueError):
     """A training checkpoint that is missing, incomplete or does not fit the run resuming from it."""
 
 

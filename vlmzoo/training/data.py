@@ -23,6 +23,7 @@ from typing import Any
 import PIL.Image
 import torch
 
+from vlmzoo.errors import VlmzooError
 from vlmzoo.processing import IGNORE_INDEX, BatchEncoding, ImageLoadError, PaliGemmaProcessor, load_image
 
 __all__ = ["Collator", "DataError", "PaddedDataset", "Record", "RecordDataset", "load_records", "validate"]
@@ -31,7 +32,7 @@ __all__ = ["Collator", "DataError", "PaddedDataset", "Record", "RecordDataset", 
 MAX_LISTED_PROBLEMS = 20
 
 
-class DataError(ValueError):
+class DataError(VlmzooError, ValueError):
     """Training data that cannot be used; the message names the file and line of each bad record."""
 
 

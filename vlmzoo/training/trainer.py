@@ -483,7 +483,9 @@ class Trainer:
         """The trained model in its original architecture (LoRA merged; gathered under FSDP)."""
         lora = self.config.train == "lora"
         if self._sharded(group):
-            full = self._full_state(loss_module, group)
+            full = self._full_state(loss_module, group)  # gathered onto rank 0 only
+            if not group.is_main:
+                return loss_module.model
             return self._rebuilt(loss_module.model.config, full, lora=lora).eval()
         return merge_lora(loss_module.model) if lora else loss_module.model
 
@@ -501,8 +503,8 @@ class Trainer:
         try:
             results = {"eval_loss": evaluate_loss(inner, loader, group, group.device, amp)}
             if self.config.eval_detection and not self._sharded(group):
-                with autocast(group.device, amp):
-                    scores = detection_scores(inner.model, processor, records, batch_size=self._eval_batch, group=group)
+                # Generation runs in the weights' own dtype: its KV cache does not follow autocast.
+                scores = detection_scores(inner.model, processor, records, batch_size=self._eval_batch, group=group)
                 results.update(scores or {})
         finally:
             inner.model.train()
