@@ -7,6 +7,7 @@ would be) decides what the model "says"; loading, prompting, generation, parsing
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -134,3 +135,30 @@ def test_missing_images_and_empty_folders_are_one_line_errors(checkpoint, tmp_pa
         assert run(checkpoint, "--image", str(spec), "--task", "caption") == 2
         err = capsys.readouterr().err
         assert message in err and str(spec) in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sampler", "beam"], "unknown sampler 'beam'"),
+        (["--device", "cuda"], "cuda"),
+        (["--device", "tpu"], "tpu"),
+        (["--temperature", "-1", "--sampler", "temperature"], "temperature"),
+        (["--max-new-tokens", "100000"], "max_new_tokens"),
+    ],
+)
+def test_bad_options_are_one_line_errors(checkpoint, images, capsys, args, message):
+    code = main(["generate", str(checkpoint), "--image", str(images / "a.png"), "--task", "caption", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("vlmzoo: error: ") and err.count("\n") == 1 and message in err, err
+
+
+def test_a_bad_checkpoint_is_a_one_line_error_and_debug_shows_the_traceback(checkpoint, tmp_path, images, capsys):
+    broken = tmp_path / "broken"
+    shutil.copytree(checkpoint, broken)
+    (broken / "config.json").write_text("{not json")
+    assert main(["generate", str(broken), "--image", str(images / "a.png"), "--task", "caption"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "config.json" in err
+    with pytest.raises(ValueError):
+        main(["--debug", "generate", str(broken), "--image", str(images / "a.png"), "--task", "caption"])
