@@ -15,7 +15,12 @@ from hf_checkpoints import load_hf_model, make_hf_model, make_inputs, max_abs_di
 
 import vlmzoo
 from vlmzoo.components import linear as linear_module
-from vlmzoo.components.linear import SMALL_BATCH_ROWS, UPCAST_CHUNK_ROWS, linear
+from vlmzoo.components.linear import linear
+
+#: Row counts around the kernel choice's threshold (32 rows: decode-sized vs prefill-sized products).
+ROW_THRESHOLDS = (0, 1, 32, 33)
+#: Taller than the slice in which a half-precision weight is upcast (16384 rows).
+TALL_WEIGHT_ROWS = 16384 + 5
 
 #: One unit in the last place, relative: the kernels differ from the float32 reference by rounding only.
 ULP = {torch.float32: 1e-5, torch.bfloat16: 2**-8, torch.float16: 2**-11}
@@ -23,7 +28,8 @@ ULP = {torch.float32: 1e-5, torch.bfloat16: 2**-8, torch.float16: 2**-11}
 
 @pytest.fixture(params=[True, False], ids=["native-half", "emulated-half"])
 def fast_half(request, monkeypatch):
-    """Force the CPU probe's answer, so both the half-precision and the float32-upcast paths run."""
+    """Force every path `linear` may take: the CPU probe says native half precision (the half kernel runs)
+    or emulated (prefill-sized half products are upcast to float32). The one place that knows how."""
     monkeypatch.setattr(linear_module, "_cpu_has_fast_half", lambda: request.param)
     return request.param
 
@@ -33,7 +39,7 @@ def reference(x, weight, bias):
     return F.linear(x.double(), weight.double(), None if bias is None else bias.double()).to(x.dtype)
 
 
-@pytest.mark.parametrize("rows", [0, 1, SMALL_BATCH_ROWS, SMALL_BATCH_ROWS + 1])
+@pytest.mark.parametrize("rows", ROW_THRESHOLDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_linear_equals_f_linear_at_the_row_thresholds(fast_half, rows, dtype, with_bias):
@@ -48,11 +54,11 @@ def test_linear_equals_f_linear_at_the_row_thresholds(fast_half, rows, dtype, wi
 
 
 def test_large_half_weights_are_upcast_in_slices(fast_half):
-    """An output head taller than UPCAST_CHUNK_ROWS goes through the sliced upcast (when emulated)."""
+    """An output head taller than the upcast slice goes through the sliced upcast (when emulated)."""
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(SMALL_BATCH_ROWS + 1, 8, generator=generator).to(torch.bfloat16)
-    weight = torch.randn(UPCAST_CHUNK_ROWS + 5, 8, generator=generator).to(torch.bfloat16)
-    bias = torch.randn(UPCAST_CHUNK_ROWS + 5, generator=generator).to(torch.bfloat16)
+    x = torch.randn(ROW_THRESHOLDS[-1], 8, generator=generator).to(torch.bfloat16)
+    weight = torch.randn(TALL_WEIGHT_ROWS, 8, generator=generator).to(torch.bfloat16)
+    bias = torch.randn(TALL_WEIGHT_ROWS, generator=generator).to(torch.bfloat16)
     out = linear(x, weight, bias)
     torch.testing.assert_close(out, reference(x, weight, bias), rtol=ULP[torch.bfloat16], atol=2**-5)
 
