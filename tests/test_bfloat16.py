@@ -1,66 +1,30 @@
-"""Half precision: the `linear` kernel choice against F.linear, and bfloat16 logits against transformers'.
+"""bfloat16 logits against transformers' bfloat16 on the same checkpoint, with every bfloat16 kernel.
 
-`linear` takes different paths by row count and dtype, and (for bfloat16 / float16 prefills) by whether the
-CPU has native half-precision matrix units. Both answers of that probe are forced here, so every path runs
-on every host.
+Which kernel computes a bfloat16 product depends on the machine (native half-precision units or not,
+see `vlmzoo.components.linear`); each is forced here in turn, so every path runs on every host. The
+kernels themselves are checked against F.linear at the row thresholds in ``test_linear_kernels.py``.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 import transformers  # noqa: F401  (the reference oracle must be importable: a failure, never a skip)
 from hf_checkpoints import load_hf_model, make_hf_model, make_inputs, max_abs_diff, save_hf_checkpoint
 
 import vlmzoo
-from vlmzoo.components import linear as linear_module
-from vlmzoo.components.linear import linear
+from vlmzoo.components.linear import use_linear_kernel
 
-#: Row counts around the kernel choice's threshold (32 rows: decode-sized vs prefill-sized products).
-ROW_THRESHOLDS = (0, 1, 32, 33)
-#: Taller than the slice in which a half-precision weight is upcast (16384 rows).
-TALL_WEIGHT_ROWS = 16384 + 5
-
-#: One unit in the last place, relative: the kernels differ from the float32 reference by rounding only.
-ULP = {torch.float32: 1e-5, torch.bfloat16: 2**-8, torch.float16: 2**-11}
+BF16_KERNELS = sorted(
+    entry.key for entry in vlmzoo.get_registries().linear_kernel.entries() if "bfloat16" in entry.value.formats
+)
 
 
-@pytest.fixture(params=[True, False], ids=["native-half", "emulated-half"])
-def fast_half(request, monkeypatch):
-    """Force every path `linear` may take: the CPU probe says native half precision (the half kernel runs)
-    or emulated (prefill-sized half products are upcast to float32). The one place that knows how."""
-    monkeypatch.setattr(linear_module, "_cpu_has_fast_half", lambda: request.param)
-    return request.param
-
-
-def reference(x, weight, bias):
-    """F.linear in float64, rounded to the input's dtype: what any correct kernel returns, up to rounding."""
-    return F.linear(x.double(), weight.double(), None if bias is None else bias.double()).to(x.dtype)
-
-
-@pytest.mark.parametrize("rows", ROW_THRESHOLDS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("with_bias", [True, False])
-def test_linear_equals_f_linear_at_the_row_thresholds(fast_half, rows, dtype, with_bias):
-    generator = torch.Generator().manual_seed(rows)
-    x = torch.randn(1, rows, 48, generator=generator).to(dtype)
-    weight = torch.randn(40, 48, generator=generator).to(dtype)
-    bias = torch.randn(40, generator=generator).to(dtype) if with_bias else None
-    out = linear(x, weight, bias)
-    assert out.shape == (1, rows, 40) and out.dtype == dtype
-    torch.testing.assert_close(out, reference(x, weight, bias), rtol=ULP[dtype], atol=ULP[dtype] * 8)
-    torch.testing.assert_close(out, F.linear(x, weight, bias), rtol=2 * ULP[dtype], atol=ULP[dtype] * 16)
-
-
-def test_large_half_weights_are_upcast_in_slices(fast_half):
-    """An output head taller than the upcast slice goes through the sliced upcast (when emulated)."""
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(ROW_THRESHOLDS[-1], 8, generator=generator).to(torch.bfloat16)
-    weight = torch.randn(TALL_WEIGHT_ROWS, 8, generator=generator).to(torch.bfloat16)
-    bias = torch.randn(TALL_WEIGHT_ROWS, generator=generator).to(torch.bfloat16)
-    out = linear(x, weight, bias)
-    torch.testing.assert_close(out, reference(x, weight, bias), rtol=ULP[torch.bfloat16], atol=2**-5)
+@pytest.fixture(params=BF16_KERNELS)
+def bf16_kernel(request):
+    """Force one bfloat16-capable kernel for every product it supports."""
+    with use_linear_kernel(request.param):
+        yield request.param
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +34,7 @@ def bf16_checkpoint(tmp_path_factory):
     return save_hf_checkpoint(hf, tmp_path_factory.mktemp("bf16"), bf16=True)
 
 
-def test_bfloat16_logits_match_transformers_bfloat16(bf16_checkpoint, fast_half):
+def test_bfloat16_logits_match_transformers_bfloat16(bf16_checkpoint, bf16_kernel):
     """Same bfloat16 weights, both libraries computing in bfloat16.
 
     The two differ only in rounding order, so the stated tolerance is relative to how far transformers'
