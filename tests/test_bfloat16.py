@@ -1,8 +1,11 @@
-"""Half precision: every linear kernel against F.linear at the row thresholds, to one unit in the last
-place, and bfloat16 logits against transformers' bfloat16 logits on the same checkpoint.
+"""Half precision: the float kernels against F.linear at the row thresholds to one unit in the last place,
+and bfloat16 logits against transformers' bfloat16 logits on the same checkpoint, with every kernel.
 
 Each kernel is forced with `use_linear_kernel`, so every path runs on every host, whichever the machine
 would choose (on a CPU with native bfloat16 units the float32-upcast kernel is otherwise never used).
+``test_linear_kernels.py`` checks every kernel and format (quantized ones too) at a tolerance relative to
+the largest output; here float kernels must match element by element to rounding, which catches errors
+of a unit or two in the last place (a bias added after rounding, say) that such a tolerance lets pass.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ ULP = {torch.float32: 1e-5, torch.bfloat16: 2**-8, torch.float16: 2**-11}
 DTYPES = {fmt: dtype for dtype, fmt in FLOAT_FORMATS.items()}
 #: The kernels that may run a half-precision prefill: the half kernel itself, and float32 on copies.
 HALF_PREFILL_KERNELS = [name for name, k in BUILTIN_KERNELS.items() if k.supports("cpu", "bfloat16", 33)]
+#: Every registered kernel that takes bfloat16 weights (a plugin's too).
+BF16_KERNELS = sorted(
+    entry.key for entry in vlmzoo.get_registries().linear_kernel.entries() if "bfloat16" in entry.value.formats
+)
 
 
 def reference(x, weight, bias):
@@ -79,7 +86,7 @@ def bf16_checkpoint(tmp_path_factory):
     return save_hf_checkpoint(hf, tmp_path_factory.mktemp("bf16"), bf16=True)
 
 
-@pytest.mark.parametrize("kernel", HALF_PREFILL_KERNELS)
+@pytest.mark.parametrize("kernel", BF16_KERNELS)
 def test_bfloat16_logits_match_transformers_bfloat16(bf16_checkpoint, kernel):
     """Same bfloat16 weights, both libraries computing in bfloat16.
 
