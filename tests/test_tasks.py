@@ -287,3 +287,23 @@ def test_a_plugin_whose_postprocessor_raises_at_registration_breaks_nothing_else
         info = {p.name: p for p in vlmzoo.list_plugins()}
         assert "RuntimeError: no model file" in info["broken-task"].error and info["good-task"].error is None
     assert any(issubclass(w.category, PluginWarning) and "broken-task" in str(w.message) for w in caught)
+
+
+def test_box_iou_by_hand():
+    from vlmzoo.tasks import box_iou
+
+    assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert box_iou((0, 0, 10, 10), (10, 10, 20, 20)) == 0.0  # touching corners share no area
+    assert box_iou((3, 3, 3, 3), (3, 3, 3, 3)) == 0.0  # empty boxes
+
+
+def test_match_objects_pairs_one_to_one_by_label_best_first():
+    from vlmzoo.tasks import match_objects
+
+    truth = [("cat", (0, 0, 10, 10)), ("cat", (20, 0, 30, 10))]
+    assert match_objects(truth, truth) == 2
+    assert match_objects([("cat", (0, 0, 10, 10))] * 2, truth) == 1  # a repeated box finds one cat
+    assert match_objects([("dog", (0, 0, 10, 10))], truth) == 0  # the label must agree
+    assert match_objects([("cat", (2, 0, 12, 10))], truth) == 1  # IoU 80/120
+    assert match_objects([("cat", (4, 0, 14, 10))], truth) == 0  # IoU 60/140 is under 0.5

@@ -78,9 +78,9 @@ def resolve(
         return local
     bundled = bundled_checkpoint(name)
     if bundled is not None:
-        if not (bundled / "config.json").is_file():
+        if not bundled.is_dir():
             raise CheckpointNotFoundError(
-                f"the bundled checkpoint {name!r} is missing from this installation ({bundled} has no config.json); "
+                f"the bundled checkpoint {name!r} is missing from this installation (no directory {bundled}); "
                 "reinstall vlmzoo, or run from a source checkout that includes vlmzoo/bundled/"
             )
         return bundled

@@ -9,8 +9,10 @@ A checkpoint is a directory ``output_dir/checkpoints/step-00000100`` holding
 - ``rng.safetensors`` (torch generator states) and ``trainer_state.json`` (step, learning-rate
   schedule, Python and NumPy generator states).
 
-It is written into a hidden sibling directory and renamed into place when complete, so a crash while
-saving leaves the previous checkpoints as they were and never a half-written one under a step name.
+It is written with `vlmzoo.checkpoints.atomic.staged_directory`: into a hidden sibling directory, flushed
+to disk, then moved into place with ``trainer_state.json`` last. A checkpoint counts as complete only
+once that file is there, so a crash while saving leaves the earlier checkpoints as they were and never
+a half-written one that a resume would pick up.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import os
 import random
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from vlmzoo.checkpoints.atomic import staged_directory
 from vlmzoo.errors import VlmzooError
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -141,9 +143,9 @@ def save_checkpoint(
     """Write the checkpoint of ``step`` (rank 0 only); ``save_model(dir)`` writes the weights unless
     ``adapters`` are given. Keeps the newest ``keep`` checkpoints."""
     final = step_directory(output_dir, step)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{final.name}.saving-", dir=final.parent))
-    try:
+    # Saving a step again (after a resume): mark the old copy incomplete while the files are replaced.
+    (final / STATE_FILE).unlink(missing_ok=True)
+    with staged_directory(final) as stage:
         if adapters is None:
             save_model(stage)
         else:
@@ -155,16 +157,6 @@ def save_checkpoint(
         save_file(rng_tensors, stage / RNG_FILE)
         state = {"step": step, "scheduler": scheduler.state_dict(), "rng": rng_states, "run": run}
         (stage / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
-        if final.exists():  # a step saved again after a resume: replace it only now the new one is complete
-            old = final.with_name(f".{final.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(stage, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(stage, final)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     if keep is not None:
         for stale in list_checkpoints(output_dir)[:-keep]:
             shutil.rmtree(stale, ignore_errors=True)

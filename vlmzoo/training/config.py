@@ -58,8 +58,12 @@ class TrainingConfig(BaseModel):
     processor: str | None = Field(None, description="processor directory or hub id (default: the model's)")
 
     # Data
-    train_data: str | None = Field(None, description="JSONL file of {image, prefix, suffix} records")
-    eval_data: str | None = Field(None, description="JSONL file evaluated every eval_every steps")
+    train_data: str | dict[str, Any] | None = Field(
+        None, description="JSONL file of {image, prefix, suffix} records, or a generator table (vlmzoo.data)"
+    )
+    eval_data: str | dict[str, Any] | None = Field(
+        None, description="JSONL file (or generator table) evaluated every eval_every steps"
+    )
     max_length: int | None = Field(None, gt=0, description="longest sequence allowed (default: the model's limit)")
     padding_side: Literal["left", "right"] = "right"
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes that decode images")

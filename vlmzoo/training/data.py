@@ -15,7 +15,7 @@ import copy
 import dataclasses
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,18 +52,27 @@ class Record:
         return Path(self.image) if isinstance(self.image, (str, os.PathLike)) else None
 
 
-def load_records(data: str | os.PathLike | Sequence[Any]) -> list[Record]:
-    """Records from a JSONL path, or from a list of dicts / (image, prefix, suffix) tuples / `Record`s.
+def load_records(data: str | os.PathLike | Sequence[Any] | Mapping[str, Any]) -> list[Record]:
+    """Records from a JSONL path, from a list of dicts / (image, prefix, suffix) tuples / `Record`s, or
+    from a data generator spec such as ``{"generator": "shapes", "seed": 0, "images": 1000}``.
 
     In Python records the image may be a path (relative to the working directory), a PIL image or an
     array. Structural problems (bad JSON, missing or mistyped fields) are all reported at once.
     """
     if isinstance(data, (str, os.PathLike)):
         return _load_jsonl(Path(data))
+    if isinstance(data, Mapping) and "generator" in data:
+        from vlmzoo.data import generate_records
+
+        try:
+            data = generate_records(data)
+        except (TypeError, ValueError) as err:
+            raise DataError(f"cannot generate training data from {dict(data)}: {err}") from None
     if isinstance(data, (dict, Record)) or not isinstance(data, Iterable):
         raise TypeError(
-            f"training data must be a JSONL path or a list of records, got {type(data).__name__}; "
-            "pass e.g. [{'image': 'a.jpg', 'prefix': 'caption en', 'suffix': 'a cat'}]"
+            f"training data must be a JSONL path, a list of records or a generator spec, got {type(data).__name__}; "
+            "pass e.g. [{'image': 'a.jpg', 'prefix': 'caption en', 'suffix': 'a cat'}] or "
+            "{'generator': 'shapes', 'seed': 0, 'images': 1000}"
         )
     records, problems = [], []
     for i, item in enumerate(data):

@@ -12,7 +12,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,15 +54,16 @@ _INPUTS = ("input_ids", "pixel_values", "attention_mask", "token_type_ids", "lab
 def train(
     model: nn.Module | str,
     processor: PaliGemmaProcessor | str | None = None,
-    train_data: str | os.PathLike | Sequence[Any] | None = None,
-    eval_data: str | os.PathLike | Sequence[Any] | None = None,
+    train_data: str | os.PathLike | Sequence[Any] | Mapping[str, Any] | None = None,
+    eval_data: str | os.PathLike | Sequence[Any] | Mapping[str, Any] | None = None,
     **options: Any,
 ) -> nn.Module:
     """Fine-tune ``model`` on ``train_data`` and return it (trained, in eval mode).
 
     ``model`` is a loaded model, a checkpoint directory or hub id, or (with ``init="random"``) a zoo
     variant name; ``processor`` a processor, a directory or hub id (default: the model's). Data is a
-    JSONL path or a list of records (dicts with image, prefix, suffix). ``options`` are the fields of
+    JSONL path, a list of records (dicts with image, prefix, suffix) or a generator spec such as
+    ``{"generator": "shapes", "seed": 0, "images": 1000}`` (see `vlmzoo.data`). ``options`` are the fields of
     `TrainingConfig`: ``output_dir``, ``max_steps``, ``batch_size`` and ``learning_rate`` first.
     The final model and processor are saved to ``output_dir`` with ``save_pretrained``.
     """
@@ -79,12 +80,12 @@ def train(
     elif processor is not None:
         values["processor"] = os.fspath(processor)
     train_records = eval_records = None
-    if isinstance(train_data, (str, os.PathLike)):
-        values["train_data"] = os.fspath(train_data)
+    if isinstance(train_data, (str, os.PathLike, Mapping)):  # a path or a generator spec: kept in the config
+        values["train_data"] = train_data if isinstance(train_data, Mapping) else os.fspath(train_data)
     elif train_data is not None:
         train_records = load_records(train_data)
-    if isinstance(eval_data, (str, os.PathLike)):
-        values["eval_data"] = os.fspath(eval_data)
+    if isinstance(eval_data, (str, os.PathLike, Mapping)):
+        values["eval_data"] = eval_data if isinstance(eval_data, Mapping) else os.fspath(eval_data)
     elif eval_data is not None:
         eval_records = load_records(eval_data)
     config = TrainingConfig.checked(values, source="vlmzoo.train()")

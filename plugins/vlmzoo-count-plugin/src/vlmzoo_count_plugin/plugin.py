@@ -12,23 +12,13 @@ the same box twice; boxes of one label that overlap more than ``duplicate_iou`` 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import vlmzoo
-from vlmzoo.tasks import DetectedObject, Postprocessor, TaskResult, check_names
+from vlmzoo.tasks import DetectedObject, Postprocessor, TaskResult, box_iou, check_names
 
 TASK_NAME = "count"
-
-
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two ``(x0, y0, x1, y1)`` boxes (0 when both are empty)."""
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 @dataclass
