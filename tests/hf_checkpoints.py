@@ -87,6 +87,7 @@ def make_hf_config(
     vision_layers: int = 2,
     vision_heads: int = 4,
     tie_word_embeddings: bool = True,
+    vision_act: str = "gelu_pytorch_tanh",
     **text_overrides: Any,
 ):
     """A tiny `transformers.PaliGemmaConfig`.
@@ -95,7 +96,8 @@ def make_hf_config(
     ``sliding_window`` on even layers; default 4096, far longer than any test sequence). ``num_kv_heads``
     defaults to 1 (MQA) for gemma and ``num_heads // 2`` (GQA) for gemma2. ``image_token_id`` defaults to
     ``vocab_size - 20`` (inside the vocabulary, with unused rows after it as in the real checkpoints).
-    ``text_overrides`` go to the text config as is (e.g. ``attn_logit_softcapping=2.0``).
+    ``text_overrides`` go to the text config as is (e.g. ``attn_logit_softcapping=2.0``). ``vision_act`` is
+    SigLIP's ``hidden_act`` (``"gelu"`` is the exact GELU in transformers).
     """
     from transformers import PaliGemmaConfig
 
@@ -132,7 +134,7 @@ def make_hf_config(
         "num_attention_heads": vision_heads,
         "image_size": image_size,
         "patch_size": patch,
-        "hidden_act": "gelu_pytorch_tanh",
+        "hidden_act": vision_act,
         "vision_use_head": False,
     }
     return PaliGemmaConfig(

@@ -245,3 +245,31 @@ def test_cli_converts_and_reports_a_bad_file_on_one_line(vae_file, tmp_path, cap
     assert main(["convert-vae", str(tmp_path / "missing.npz"), str(tmp_path / "x.safetensors")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "missing.npz" in err and "does not exist" in err
+
+
+@pytest.mark.parametrize(
+    ("name", "call"),
+    [
+        ("hf://big-vision/paligemma/vae-oid.npz", ("big-vision/paligemma", "vae-oid.npz", "model", None)),
+        ("hf://spaces/big-vision/paligemma/vae-oid.npz", ("big-vision/paligemma", "vae-oid.npz", "space", None)),
+        ("hf://datasets/a/b@v1/sub/dir/vae.npz", ("a/b", "sub/dir/vae.npz", "dataset", "v1")),
+    ],
+)
+def test_hub_files_are_fetched_through_huggingface_hub(vae_file, monkeypatch, name, call):
+    import huggingface_hub
+
+    calls = []
+
+    def fake_download(repo_id, filename, repo_type=None, revision=None):
+        calls.append((repo_id, filename, repo_type, revision))
+        return str(vae_file)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    assert isinstance(load_mask_decoder(name), MaskDecoder) and calls == [call]
+
+    def offline(*args, **kwargs):
+        raise OSError("offline")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    with pytest.raises(VaeFileError, match="could not fetch"):
+        load_mask_decoder(name)

@@ -95,8 +95,8 @@ def test_detect_suffix_lists_every_match_in_query_order():
     assert shapes.detect_suffix(scene, ["square", "circle"]) == (
         f"{second} square ; {first} circle ; {third} circle"
     )
-    assert shapes.detect_suffix(scene, ["triangle"]) == ""
-    assert shapes.detect_suffix(scene, ["green circle"]) == ""
+    assert shapes.detect_suffix(scene, ["triangle"]) == shapes.NO_MATCH == "none"
+    assert shapes.detect_suffix(scene, ["green circle"]) == "none"
     assert shapes.caption_text(scene.shapes) == "a red circle, a blue square and a blue circle"
 
 
@@ -126,7 +126,7 @@ def test_records_cover_every_prompt_kind_with_answers_and_empty_answers():
                 continue
             queries = record.prefix.removeprefix("detect ").split(" ; ")
             assert record.suffix == shapes.detect_suffix(scene, queries)
-            empty[record.kind] += record.suffix == ""
+            empty[record.kind] += record.suffix == shapes.NO_MATCH
             if record.kind == "detect_shape":
                 assert len(queries) == 1 and queries[0] in shapes.KINDS
             elif record.kind == "detect_colour_shape":
@@ -207,6 +207,9 @@ def test_processor_lays_out_demo_prompts_and_labels_the_suffix_only():
     # Left padding: the shorter row starts with pad tokens that are neither attended nor labelled.
     short = int(batch.attention_mask.sum(1).argmin())
     assert batch.input_ids[short, 0] == processor.pad_token_id and batch.labels[short, 0] == IGNORE_INDEX
-    # An empty suffix (no shape matches) trains the model to answer <eos> alone.
-    empty = processor(images=[scene.image], prompts=["detect green triangle"], suffixes=[""])
-    assert [t for t in empty.labels[0].tolist() if t != IGNORE_INDEX] == [processor.eos_token_id]
+    # No match: the answer is one word, then <eos>.
+    empty = processor(images=[scene.image], prompts=["detect green triangle"], suffixes=[shapes.NO_MATCH])
+    assert [t for t in empty.labels[0].tolist() if t != IGNORE_INDEX] == [
+        tokenizer.token_to_id("none"),
+        processor.eos_token_id,
+    ]

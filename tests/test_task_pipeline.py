@@ -133,3 +133,31 @@ def test_segment_end_to_end_places_masks_in_the_original_image(vlm, tmp_path):
     (obj,) = result.objects
     assert obj.label == "cat" and obj.mask.shape == (60, 90)
     assert obj.mask.sum() == 36 * 24 and obj.mask[6:30, 9:45].all()
+
+
+def test_object_scores_are_the_geometric_mean_of_their_token_probabilities(vlm):
+    import math
+
+    tokenizer = vlm.processor.tokenizer
+
+    def encode(text):
+        return tokenizer.encode(text, add_special_tokens=False).ids
+
+    first = encode("<loc0000><loc0000><loc0511><loc0511>") + encode(" cat")
+    separator = encode(" ;")
+    second = encode("<loc0100><loc0100><loc0900><loc0900>") + encode(" big dog")
+    script = first + separator + second + [vlm.processor.eos_token_id]
+    assert sum(";" in tokenizer.id_to_token(i) for i in separator) == 1
+    image = Image.new("RGB", (32, 32), "white")
+    result = vlm.detect(image, ["cat", "dog"], sampler=Scripted([script]))
+    # the probabilities the model gave the scripted tokens, from a separate run of the same inputs
+    inputs = vlm.processor(images=image, prompts="detect cat ; dog")
+    steps = list(vlm.model.stream(**inputs, sampler=Scripted([script]), max_new_tokens=len(script)))
+    probs = [torch.softmax(s.logits[0], -1)[s.tokens[0]].item() for s in steps]
+    semicolon = next(i for i in range(len(first), len(script)) if ";" in tokenizer.id_to_token(script[i]))
+    spans = [(0, semicolon), (len(first) + len(separator), len(script) - 1)]
+    expected = [math.exp(sum(math.log(p) for p in probs[a:b]) / (b - a)) for a, b in spans]
+    assert [o.label for o in result.objects] == ["cat", "big dog"]
+    assert [o.score for o in result.objects] == pytest.approx(expected, rel=1e-5)
+    assert all(0 < o.score <= 1 for o in result.objects)
+    assert vlmzoo.get_postprocessor("detect").parse(result.raw_text, (32, 32)).objects[0].score is None

@@ -258,3 +258,52 @@ def test_prepare_task_routes_prompt_options_to_the_prompt_and_the_rest_to_the_po
         prepare_task(post, "why?", bins=1024)
     with pytest.raises(TypeError, match="a task is a name"):
         prepare_task(3, "why?")
+
+
+def test_a_plugin_whose_postprocessor_raises_at_registration_breaks_nothing_else():
+    import warnings
+
+    from conftest import make_plugin
+
+    from vlmzoo.plugins import PluginWarning, plugin_registered
+
+    def register_postprocessors(registry):
+        registry.postprocessor.register("half-done", object)
+        raise RuntimeError("no model file")
+
+    def register_good(registry):
+        registry.postprocessor.register("shout", type("Shout", (vlmzoo.tasks.TextPostprocessor,), {"name": "shout"}))
+
+    with (
+        plugin_registered(make_plugin(register_postprocessors=register_postprocessors), "broken-task"),
+        plugin_registered(make_plugin(register_postprocessors=register_good), "good-task"),
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("always")
+        keys = vlmzoo.get_registries().postprocessor.keys()
+        assert "half-done" not in keys and {"detect", "segment", "shout"} <= set(keys)
+        assert get_postprocessor("detect").parse(loc(1, 2, 3, 4) + " cat", image_size=(W, H)).labels == ["cat"]
+        assert get_postprocessor("shout").parse("hi<eos>").text == "hi"
+        info = {p.name: p for p in vlmzoo.list_plugins()}
+        assert "RuntimeError: no model file" in info["broken-task"].error and info["good-task"].error is None
+    assert any(issubclass(w.category, PluginWarning) and "broken-task" in str(w.message) for w in caught)
+
+
+def test_box_iou_by_hand():
+    from vlmzoo.tasks import box_iou
+
+    assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert box_iou((0, 0, 10, 10), (10, 10, 20, 20)) == 0.0  # touching corners share no area
+    assert box_iou((3, 3, 3, 3), (3, 3, 3, 3)) == 0.0  # empty boxes
+
+
+def test_match_objects_pairs_one_to_one_by_label_best_first():
+    from vlmzoo.tasks import match_objects
+
+    truth = [("cat", (0, 0, 10, 10)), ("cat", (20, 0, 30, 10))]
+    assert match_objects(truth, truth) == 2
+    assert match_objects([("cat", (0, 0, 10, 10))] * 2, truth) == 1  # a repeated box finds one cat
+    assert match_objects([("dog", (0, 0, 10, 10))], truth) == 0  # the label must agree
+    assert match_objects([("cat", (2, 0, 12, 10))], truth) == 1  # IoU 80/120
+    assert match_objects([("cat", (4, 0, 14, 10))], truth) == 0  # IoU 60/140 is under 0.5

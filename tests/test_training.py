@@ -27,7 +27,8 @@ from vlmzoo.training import (
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-SUFFIXES = ["a red square", "a dog running in the park", "two cats", "the sky is blue"]
+SUFFIXES = ["<loc0100><loc0200><loc0700><loc0800> square", "a dog running in the park", "two cats", "the sky is blue"]
+PREFIXES = ["detect square", "caption en", "caption en", "caption en"]
 COLOURS = [(255, 0, 0), (0, 200, 0), (0, 0, 255), (240, 240, 0)]
 
 
@@ -62,7 +63,7 @@ def write_images(directory, count=4):
 def data_file(tmp_path):
     write_images(tmp_path / "images")
     lines = [
-        json.dumps({"image": f"images/img{i}.png", "prefix": "caption en", "suffix": SUFFIXES[i]}) for i in range(4)
+        json.dumps({"image": f"images/img{i}.png", "prefix": PREFIXES[i], "suffix": SUFFIXES[i]}) for i in range(4)
     ]
     path = tmp_path / "train.jsonl"
     path.write_text("\n".join(lines) + "\n")
@@ -208,6 +209,8 @@ def test_a_few_steps_memorise_a_fixed_batch(tmp_path, data_file, processor):
     assert len(losses) == 20 and len(evals) == 2
     assert losses[-1] < 0.5 * losses[0]
     assert evals[-1] < 0.5 * losses[0]
+    final_eval = [m for m in metrics if "eval_loss" in m][-1]
+    assert final_eval["detect_examples"] == 1 and 0 <= final_eval["detect_recall"] <= 1
     assert all(m["tokens_per_s"] > 0 for m in metrics if "tokens_per_s" in m)
     assert not model.training
     reloaded = vlmzoo.from_pretrained(out)
@@ -301,3 +304,164 @@ def test_worker_processes_and_accumulation_give_the_same_run(tmp_path, data_file
     )
     for name, tensor in plain.state_dict().items():
         torch.testing.assert_close(split.state_dict()[name], tensor, rtol=1e-4, atol=2e-5)
+
+
+# ---------------------------------------------------------------------- LoRA
+
+
+def test_lora_starts_as_an_exact_no_op_and_merges_to_the_same_logits(processor, data_file):
+    from vlmzoo.training.lora import LoraLinear, apply_lora, merge_lora
+
+    model = tiny_model()
+    batch = Collator(processor)(load_records(data_file))
+    inputs = {k: batch[k] for k in ("input_ids", "pixel_values", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        before = model(**inputs).logits
+        wrapped = apply_lora(model, ["language_model.*.q_proj", "language_model.*.v_proj", "*.mlp.*"], rank=4)
+        assert "language_model.layers.0.self_attn.q_proj" in wrapped
+        assert "vision_tower.layers.0.mlp.fc1" in wrapped  # patterns are shell-style over module names
+        assert torch.equal(model(**inputs).logits, before)
+        assert {n for n, p in model.named_parameters() if p.requires_grad} == {
+            f"{name}.{ab}" for name in wrapped for ab in ("lora_a", "lora_b")
+        }
+        for module in model.modules():
+            if isinstance(module, LoraLinear):
+                module.lora_b.normal_(0, 0.05)
+        adapted = model(**inputs).logits
+        assert (adapted - before).abs().max() > 1e-3
+        merge_lora(model)
+        assert not any(isinstance(m, LoraLinear) for m in model.modules())
+        torch.testing.assert_close(model(**inputs).logits, adapted, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="match no linear layer"):
+        apply_lora(tiny_model(), ["*.nothing"])
+
+
+def test_lora_training_changes_only_the_targets_and_saves_a_plain_checkpoint(tmp_path, data_file, processor):
+    model = tiny_model()
+    original = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trained = vlmzoo.train(
+        model, processor, data_file, output_dir=tmp_path / "run", max_steps=3, batch_size=4, learning_rate=1e-2,
+        train="lora", lora={"rank": 4, "alpha": 8, "targets": ["language_model.*.o_proj"]},
+    )  # fmt: skip
+    for name, param in trained.named_parameters():
+        target = name.startswith("language_model.") and name.endswith("self_attn.o_proj.weight")
+        assert torch.equal(param, original[name]) != target, name
+    reloaded = vlmzoo.from_pretrained(tmp_path / "run")
+    for name, tensor in trained.state_dict().items():
+        assert torch.equal(reloaded.state_dict()[name], tensor), name
+
+    # The merged model is a plain PaliGemma checkpoint: transformers loads it with the same logits.
+    from hf_checkpoints import load_hf_model, max_abs_diff
+
+    batch = Collator(processor, padding_side="left")(load_records(data_file))
+    inputs = {k: batch[k] for k in ("input_ids", "pixel_values", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        ours = trained(**inputs).logits
+        theirs = load_hf_model(tmp_path / "run")(**inputs).logits
+    assert max_abs_diff(ours, theirs, batch["attention_mask"]) < 1e-4
+
+
+# ---------------------------------------------------------------------- resume
+
+
+@pytest.mark.parametrize("part", ["all", "lora"])
+def test_an_interrupted_run_resumes_exactly(tmp_path, data_file, processor, monkeypatch, part):
+    from vlmzoo.training import trainer as trainer_module
+
+    options = dict(
+        max_steps=5, batch_size=2, learning_rate=1e-2, warmup_steps=1, save_every=2, train=part,
+        lora={"rank": 2, "dropout": 0.1},
+    )  # fmt: skip
+    full = vlmzoo.train(tiny_model(), processor, data_file, output_dir=tmp_path / "full", **options)
+
+    write = trainer_module.MetricsLog.write
+
+    def interrupted(self, **fields):
+        if fields.get("step") == 3 and "loss" in fields:
+            raise KeyboardInterrupt
+        write(self, **fields)
+
+    monkeypatch.setattr(trainer_module.MetricsLog, "write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        vlmzoo.train(tiny_model(), processor, data_file, output_dir=tmp_path / "cut", **options)
+    monkeypatch.setattr(trainer_module.MetricsLog, "write", write)
+
+    checkpoint = tmp_path / "cut" / "checkpoints" / "step-00000002"
+    names = sorted(p.name for p in checkpoint.iterdir())
+    assert all(n.endswith((".safetensors", ".json")) for n in names), names
+    if part == "all":
+        assert "model.safetensors" in names and "config.json" in names
+    else:
+        assert "adapters.safetensors" in names and "model.safetensors" not in names
+
+    # Full checkpoints hold the weights (a different start is overwritten); LoRA ones the adapters only.
+    start = tiny_model(seed=1 if part == "all" else 0)
+    resumed = vlmzoo.train(start, processor, data_file, output_dir=tmp_path / "cut", resume_from="latest", **options)
+    for name, tensor in full.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], tensor), name
+    steps = [m["step"] for m in read_metrics(tmp_path / "cut") if "loss" in m]
+    assert steps == [1, 2, 3, 4, 5]
+    assert sorted(p.name for p in (tmp_path / "cut" / "checkpoints").iterdir()) == ["step-00000002", "step-00000004"]
+
+    with pytest.raises(ValueError, match="options changed .*batch_size"):
+        vlmzoo.train(tiny_model(), processor, data_file, output_dir=tmp_path / "cut",
+                     resume_from=str(checkpoint), **{**options, "batch_size": 4})  # fmt: skip
+
+
+# ---------------------------------------------------------------------- detection metrics
+
+
+def test_boxes_match_one_to_one_by_label_at_iou_one_half():
+    from vlmzoo.tasks import box_iou, match_objects
+
+    assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(1 / 3)
+    truth = [("cat", (0, 0, 10, 10)), ("cat", (20, 20, 30, 30)), ("dog", (0, 0, 10, 10))]
+    guess = [("cat", (1, 1, 10, 10)), ("cat", (0, 0, 10, 9)), ("dog", (20, 20, 30, 30)), ("cat", (20, 21, 30, 30))]
+    assert match_objects(guess, truth) == 2  # one of the two boxes on the first cat, and the second cat
+
+
+def test_detection_records_are_scored_through_the_detect_postprocessor(processor):
+    """Answers are parsed by the task post-processor and matched to the suffix's boxes at IoU 0.5."""
+    from vlmzoo.training.evaluation import detection_scores
+
+    image = PIL.Image.new("RGB", (28, 28), "white")
+    truth = ["<loc0100><loc0100><loc0500><loc0500> cat", "<loc0000><loc0000><loc0200><loc0200> dog ; "
+             "<loc0600><loc0600><loc0900><loc0900> dog"]  # fmt: skip
+    records = load_records([(image, "detect cat", truth[0]), (image, "detect dog", truth[1]), (image, "ocr", "x")])
+
+    class Answers(torch.nn.Module):
+        """Stands in for a model that answers with fixed texts, so the scoring is checked exactly."""
+
+        def __init__(self, texts):
+            super().__init__()
+            self.texts = texts
+            self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+        device = property(lambda self: self.anchor.device)
+        dtype = property(lambda self: self.anchor.dtype)
+
+        def generate(self, input_ids, **_):
+            ids = [processor.tokenizer.encode(t, add_special_tokens=False).ids for t in self.texts]
+            width = max(map(len, ids))
+            return torch.tensor([row + [processor.pad_token_id] * (width - len(row)) for row in ids])
+
+    perfect = detection_scores(Answers(truth), processor, records, batch_size=4)
+    assert perfect == {"detect_precision": 1.0, "detect_recall": 1.0, "detect_examples": 2}
+    # One dog box moved off its object, one extra cat box: 2 found of 4 guesses and 3 true boxes.
+    guesses = [
+        "<loc0100><loc0100><loc0500><loc0500> cat ; <loc0700><loc0000><loc0900><loc0200> cat",
+        "<loc0000><loc0000><loc0200><loc0200> dog ; <loc0000><loc0600><loc0300><loc0900> dog",
+    ]
+    scores = detection_scores(Answers(guesses), processor, records, batch_size=4)
+    assert scores["detect_precision"] == pytest.approx(2 / 4) and scores["detect_recall"] == pytest.approx(2 / 3)
+
+
+def test_bfloat16_autocast_trains_and_evaluates(tmp_path, data_file, processor):
+    out = tmp_path / "run"
+    model = vlmzoo.train(tiny_model(), processor, data_file, eval_data=data_file, output_dir=out, max_steps=2,
+                         batch_size=4, learning_rate=1e-2, precision="bfloat16")  # fmt: skip
+    metrics = read_metrics(out)
+    assert metrics[0]["autocast"] == "bfloat16"
+    assert model.dtype == torch.float32  # weights and optimizer state stay in float32
+    final = [m for m in metrics if "eval_loss" in m][-1]
+    assert math.isfinite(final["eval_loss"]) and final["detect_examples"] == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vlmzoo.generation import GenerationStep
 from vlmzoo.processing import PaliGemmaProcessor, load_processor, to_rgb_array
 from vlmzoo.tasks import Postprocessor, TaskResult, prepare_task
 
@@ -110,8 +112,9 @@ class VisionLanguageModel:
         ``prompt_args`` and the ``options`` named in the task's ``prompt`` signature build the prompt
         (e.g. ``objects``, ``question``, ``lang``); the other ``options`` build the post-processor (e.g.
         ``bins``, ``vae``). ``max_new_tokens`` defaults to the task's budget; ``sampler`` and
-        ``generate_options`` (``seed``, ``temperature``, ...) go to `generate`. Boxes and masks are in
-        pixels of each original image.
+        ``generate_options`` (``seed``, ``temperature``, ``callback``...) go to the model's ``generate``.
+        Boxes and masks are in pixels of each original image; each object's ``score`` is the geometric mean
+        of the probabilities the model gave its tokens (four ``<loc>``, any ``<seg>``, the label).
         """
         post, prompt = prepare_task(task, *prompt_args, **options)
         single = not isinstance(images, (list, tuple)) and not (
@@ -120,14 +123,31 @@ class VisionLanguageModel:
         arrays = [to_rgb_array(image) for image in ([images] if single else list(images))]
         if not arrays:
             raise ValueError("got an empty list of images; pass at least one image")
-        texts = self.generate(
-            arrays,
-            [prompt] * len(arrays),
+        options = dict(generate_options or {})
+        user_callback = options.pop("callback", None)
+        chosen: list[torch.Tensor] = []
+
+        def record(step: GenerationStep) -> None:
+            chosen.append(
+                torch.softmax(step.logits, dim=-1).gather(1, step.tokens[:, None].to(step.logits.device))[:, 0]
+            )
+            if user_callback is not None:
+                user_callback(step)
+
+        tokens = self.model.generate(
+            **self._inputs(arrays, [prompt] * len(arrays)),
             max_new_tokens=max_new_tokens or post.max_new_tokens,
             sampler=sampler,
-            **(generate_options or {}),
+            callback=record,
+            **options,
         )
-        results = [post.parse(text, image_size=(a.shape[1], a.shape[0])) for text, a in zip(texts, arrays, strict=True)]
+        texts = self.processor.batch_decode(tokens, skip_special_tokens=True)
+        probabilities = torch.stack(chosen, dim=1).cpu()
+        results = []
+        for row, (text, array) in enumerate(zip(texts, arrays, strict=True)):
+            result = post.parse(text, image_size=(array.shape[1], array.shape[0]))
+            _score_objects(result.objects, tokens[row].tolist(), probabilities[row].tolist(), self.processor)
+            results.append(result)
         return results[0] if single else results
 
     def detect(self, images: Any, objects: str | Sequence[str], **options: Any) -> TaskResult | list[TaskResult]:
@@ -151,6 +171,34 @@ class VisionLanguageModel:
         return self.run("answer", images, question, lang=lang, **options)
 
 
+def _score_objects(objects: list, ids: list[int], probabilities: list[float], processor: PaliGemmaProcessor) -> None:
+    """Set each parsed object's score: the geometric mean of the probabilities of its tokens.
+
+    An object's tokens are its four ``<loc>`` tokens, found in order in the generated ids, and what
+    follows them (``<seg>`` tokens, label) up to the next ``<loc>``, a token holding ``;``, or the end.
+    Objects without ``locs`` (not parsed from loc tokens) keep their score.
+    """
+    tokenizer = processor.tokenizer
+    stops = {processor.eos_token_id, processor.pad_token_id}
+    loc_ids = {tokenizer.token_to_id(f"<loc{i:04d}>"): i for i in range(1024)}
+    start = 0
+    for obj in objects:
+        if obj.locs is None:
+            continue
+        wanted = [tokenizer.token_to_id(f"<loc{v:04d}>") for v in obj.locs]
+        at = next((i for i in range(start, len(ids) - 3) if ids[i : i + 4] == wanted), None)
+        if at is None:
+            continue
+        end = at + 4
+        while end < len(ids) and ids[end] not in stops and ids[end] not in loc_ids:
+            if ";" in (tokenizer.id_to_token(ids[end]) or ""):
+                break
+            end += 1
+        span = probabilities[at:end]
+        obj.score = float(math.exp(sum(math.log(max(p, 1e-45)) for p in span) / len(span)))
+        start = end
+
+
 def load(
     path_or_repo_id: str | os.PathLike,
     *,
@@ -158,18 +206,23 @@ def load(
     device: torch.device | str | None = None,
     revision: str | None = None,
     token: str | bool | None = None,
+    local_files_only: bool = False,
+    cache_dir: str | os.PathLike | None = None,
     quantize: str | None = None,
     compile: bool = False,
+    **options: Any,
 ) -> VisionLanguageModel:
     """Load a checkpoint's model and processor (a local directory or a hub repo id).
 
-    ``quantize="int8"`` or ``"int4"`` loads the decoder's weights quantized (see `vlmzoo.from_pretrained`);
-    ``compile=True`` makes generation compile its decode step (see `vlmzoo.generation.stream`).
+    The processor is loaded first: a missing or damaged tokenizer is reported before gigabytes of
+    weights are read. ``quantize="int8"`` or ``"int4"`` loads the decoder's weights quantized (see
+    `vlmzoo.from_pretrained`); ``compile=True`` makes generation compile its decode step (see
+    `vlmzoo.generation.stream`). Other ``options`` go to `vlmzoo.from_pretrained` (``torch_dtype``,
+    ``device_map``, ``attn_implementation``, ...).
     """
     from vlmzoo.checkpoints import from_pretrained
 
-    model = from_pretrained(
-        path_or_repo_id, dtype=dtype, device=device, revision=revision, token=token, quantize=quantize
-    )
-    processor = load_processor(path_or_repo_id, revision=revision, token=token)
+    where = {"revision": revision, "token": token, "local_files_only": local_files_only, "cache_dir": cache_dir}
+    processor = load_processor(path_or_repo_id, **where)
+    model = from_pretrained(path_or_repo_id, dtype=dtype, device=device, quantize=quantize, **where, **options)
     return VisionLanguageModel(model, processor, compile=compile)

@@ -3,25 +3,16 @@
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from vlmzoo.components.norm import GemmaRMSNorm
 from vlmzoo.config import PaliGemmaConfig
+from vlmzoo.devices import resolve_device
 from vlmzoo.dtypes import default_dtype, resolve_dtype
 from vlmzoo.registry import Registries, UnknownKeyError, close_matches
-
-
-@dataclass(frozen=True)
-class Variant:
-    """A named architecture in the zoo; aliases are extra names that resolve to it."""
-
-    name: str
-    config: PaliGemmaConfig
-    aliases: tuple[str, ...] = ()
-    description: str = ""
+from vlmzoo.variants import Variant, aliases_of, variants_of
 
 
 class UnknownModelError(UnknownKeyError):
@@ -36,37 +27,18 @@ def _registries(registries: Registries | None) -> Registries:
     return get_registries()
 
 
-def _variants(registries: Registries) -> dict[str, Variant]:
-    found = {}
-    for entry in registries.variant.entries():
-        value = entry.value
-        found[entry.key] = value if isinstance(value, Variant) else Variant(entry.key, value)
-    return found
-
-
-def _aliases(variants: dict[str, Variant]) -> dict[str, str]:
-    aliases: dict[str, str] = {}
-    for variant in variants.values():
-        for alias in variant.aliases:
-            taken = aliases.get(alias) or (alias if alias in variants else None)
-            if taken and taken != variant.name:
-                raise ValueError(f"model alias {alias!r} of {variant.name!r} is already taken by {taken!r}")
-            aliases[alias] = variant.name
-    return aliases
-
-
 def list_models(pattern: str | None = None, *, registries: Registries | None = None) -> list[str]:
     """Canonical variant names, sorted; ``pattern`` filters with shell wildcards (``"paligemma2-*"``)."""
-    names = sorted(_variants(_registries(registries)))
+    names = sorted(variants_of(_registries(registries)))
     return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
 
 
 def get_variant(name: str, *, registries: Registries | None = None) -> Variant:
     """The variant called ``name`` or one of its aliases."""
-    variants = _variants(_registries(registries))
-    canonical = _aliases(variants).get(name, name)
+    variants = variants_of(_registries(registries))
+    canonical = aliases_of(variants).get(name, name)
     if canonical not in variants:
-        known = sorted(variants) + sorted(_aliases(variants))
+        known = sorted(variants) + sorted(aliases_of(variants))
         hint = close_matches(name, known)
         suggestion = f" Did you mean {', '.join(map(repr, hint))}?" if hint else ""
         raise UnknownModelError(
@@ -104,13 +76,13 @@ def build(
 
     if not isinstance(model, (str, PaliGemmaConfig)):
         raise TypeError(f"build() takes a model name or a PaliGemmaConfig, got {type(model).__name__}")
+    device = resolve_device(device)
     registries = _registries(registries)
     config = model if isinstance(model, PaliGemmaConfig) else get_config(model, registries=registries)
     if overrides:
         config = config.with_overrides(overrides)
     with torch.device("meta"), default_dtype(resolve_dtype(dtype)):
         module = PaliGemma(config, registries)
-    device = torch.device(device) if device is not None else torch.device("cpu")
     if device.type == "meta":
         if quantize is not None:
             raise ValueError("build(quantize=...) needs weights to quantize; give a device such as 'cpu', not 'meta'")

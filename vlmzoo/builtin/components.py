@@ -3,6 +3,7 @@ kernels and weight-only quantization schemes."""
 
 from vlmzoo.components import (
     EagerAttention,
+    ExactGeluMLP,
     GatedGeluMLP,
     GeluMLP,
     Gemma2Block,
@@ -24,6 +25,7 @@ def register_components(registry):
     registry.norm.register("layer_norm", LayerNorm)
     registry.norm.register("rms_norm", GemmaRMSNorm)
     registry.mlp.register("gelu", GeluMLP)
+    registry.mlp.register("gelu_exact", ExactGeluMLP)
     registry.mlp.register("gated_gelu", GatedGeluMLP)
     registry.decoder_block.register("gemma", GemmaBlock)
     registry.decoder_block.register("gemma2", Gemma2Block)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from vlmzoo.config import DecoderConfig, PaliGemmaConfig, ProjectorConfig, VisionConfig
 from vlmzoo.hookspecs import hookimpl
-from vlmzoo.zoo import Variant
+from vlmzoo.variants import Variant
 
 RESOLUTIONS = (224, 448, 896)
 
@@ -50,8 +50,8 @@ def tiny(name: str, decoder: DecoderConfig) -> PaliGemmaConfig:
 
 
 # The bundled demo model: small enough to train on a laptop CPU and ship inside the package. Its
-# vocabulary is vlmzoo.data.shapes_tokenizer's (1608 tokens, <image> last), padded to a multiple of 64.
-SHAPES_DEMO_TOKENS = {"vocab_size": 1664, "image_token_id": 1607}
+# vocabulary is vlmzoo.data.shapes_tokenizer's (1611 tokens, <image> last), padded to a multiple of 64.
+SHAPES_DEMO_TOKENS = {"vocab_size": 1664, "image_token_id": 1610}
 SHAPES_DEMO = PaliGemmaConfig(
     name="shapes-demo",
     vision=VisionConfig(image_size=64, patch_size=8, hidden_size=96, intermediate_size=384, num_layers=2, num_heads=4),

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from vlmzoo.checkpoints.hf_fields import ConfigConversionError, check_hf_config, conversion_error_from_validation
 from vlmzoo.config import DecoderConfig, PaliGemmaConfig, ProjectorConfig, VisionConfig
 
-__all__ = ["ConfigConversionError", "config_from_hf", "config_to_hf"]
+__all__ = ["ConfigConversionError", "config_from_hf", "config_to_hf", "hf_differences"]
 
 # Used when the whole sub-config is absent (PaliGemmaConfig's own defaults).
 _PALIGEMMA_VISION = {
@@ -56,13 +56,31 @@ _TEXT_DEFAULTS = {
                "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0},
 }  # fmt: skip
 _BLOCKS = {"gemma": "gemma", "gemma2": "gemma2"}
-_TANH_GELUS = {"gelu_pytorch_tanh", "gelu_new", "gelu_fast", "gelu"}  # Gemma's legacy "gelu" means tanh
+_TANH_GELUS = {"gelu_pytorch_tanh", "gelu_new", "gelu_fast"}  # the same tanh approximation, three names
+#: SigLIP's ``hidden_act`` → vlmzoo's vision MLP key: transformers' "gelu" is the exact (erf) GELU.
+_VISION_MLPS = {**dict.fromkeys(_TANH_GELUS, "gelu"), "gelu": "gelu_exact"}
 
 
-def _activation(section: str, value: Any) -> None:
+def _vision_mlp(value: Any) -> str:
+    if value is None:
+        return "gelu"
+    if value not in _VISION_MLPS:
+        raise ConfigConversionError(
+            f"activation {value!r} is not supported; SigLIP uses gelu_pytorch_tanh (tanh approximation) or gelu "
+            "(exact)",
+            field="vision_config.hidden_act",
+        )
+    return _VISION_MLPS[value]
+
+
+def _check_text_activation(text: dict[str, Any]) -> None:
+    """transformers' Gemma decoders use ``hidden_activation`` (default: the tanh GELU) and ignore the legacy
+    ``hidden_act``, so only an explicit ``hidden_activation`` other than a tanh GELU is refused."""
+    value = text.get("hidden_activation")
     if value is not None and value not in _TANH_GELUS:
         raise ConfigConversionError(
-            f"{section} activation {value!r} is not supported; PaliGemma uses the tanh GELU (gelu_pytorch_tanh)"
+            f"activation {value!r} is not supported; PaliGemma's decoder uses the tanh GELU (gelu_pytorch_tanh)",
+            field="text_config.hidden_activation",
         )
 
 
@@ -112,8 +130,8 @@ def _config_from_hf(data: dict[str, Any], name: str | None) -> PaliGemmaConfig:
             f"text_config.model_type {text_type!r} is not supported; expected one of {sorted(_TEXT_DEFAULTS)}"
         )
     text = {**_TEXT_DEFAULTS[text_type], **text_raw}
-    _activation("vision_config", vision_raw.get("hidden_act"))
-    _activation("text_config", text.get("hidden_activation") or text.get("hidden_act"))
+    vision_mlp = _vision_mlp(vision_raw["hidden_act"])
+    _check_text_activation(text)
     if text.get("attention_bias"):
         raise ConfigConversionError("text_config.attention_bias=true is not supported by Gemma decoders")
     image_size, patch_size = vision_raw["image_size"], vision_raw["patch_size"]
@@ -130,6 +148,7 @@ def _config_from_hf(data: dict[str, Any], name: str | None) -> PaliGemmaConfig:
         num_layers=vision_raw["num_hidden_layers"],
         num_heads=vision_raw["num_attention_heads"],
         layer_norm_eps=vision_raw["layer_norm_eps"],
+        mlp=vision_mlp,
     )
     layer_types = _layer_types(text)
     decoder = DecoderConfig(
@@ -205,8 +224,46 @@ def _eos_ids(top: dict[str, Any], text: dict[str, Any]) -> int | tuple[int, ...]
     return 1
 
 
+#: Component keys whose modules compute exactly what transformers' PaliGemma does (for attention: either
+#: kernel, the same math).
+_HF_COMPONENTS = {
+    "vision.kind": {"siglip"}, "vision.attention": {"sdpa", "eager"}, "vision.norm": {"layer_norm"},
+    "vision.mlp": {"gelu", "gelu_exact"}, "decoder.block": {"gemma", "gemma2"},
+    "decoder.attention": {"sdpa", "eager"}, "decoder.norm": {"rms_norm"}, "decoder.mlp": {"gated_gelu"},
+}  # fmt: skip
+
+
+def hf_differences(config: PaliGemmaConfig) -> list[str]:
+    """Why transformers' PaliGemma could not build this exact model (empty when it can)."""
+    reasons = []
+    for field, keys in _HF_COMPONENTS.items():
+        section, key = field.split(".")
+        value = getattr(getattr(config, section), key)
+        if value not in keys:
+            reasons.append(f"{field}={value!r} (Hugging Face PaliGemma has only {sorted(keys)})")
+    if not config.projector.bias:
+        reasons.append("projector.bias=False (the Hugging Face projector always has a bias)")
+    decoder = config.decoder
+    if decoder.block == "gemma":
+        if decoder.sliding_window or decoder.attn_logit_softcap or decoder.final_logit_softcap:
+            reasons.append("a Gemma 1 decoder (block='gemma') with a sliding window or soft-caps")
+        if decoder.query_pre_attn_scalar not in (None, decoder.head_dim):
+            reasons.append("a Gemma 1 decoder (block='gemma') with query_pre_attn_scalar other than head_dim")
+    return reasons
+
+
 def config_to_hf(config: PaliGemmaConfig, dtype: str = "float32") -> dict[str, Any]:
-    """The ``config.json`` dict transformers' PaliGemmaForConditionalGeneration loads."""
+    """The ``config.json`` dict transformers' PaliGemmaForConditionalGeneration loads.
+
+    Raises `ConfigConversionError` for a model transformers cannot build exactly (see `hf_differences`);
+    `save_pretrained` writes such models with ``model_type: "vlmzoo"`` instead.
+    """
+    differences = hf_differences(config)
+    if differences:
+        raise ConfigConversionError(
+            "this model has no faithful Hugging Face PaliGemma form: " + "; ".join(differences)
+            + ". save_pretrained keeps it whole in vlmzoo's own config.json format (model_type 'vlmzoo')."
+        )
     vision, decoder = config.vision, config.decoder
     text: dict[str, Any] = {
         "model_type": decoder.block,
@@ -242,12 +299,6 @@ def config_to_hf(config: PaliGemmaConfig, dtype: str = "float32") -> dict[str, A
             ],
         )
     else:
-        if decoder.sliding_window or decoder.attn_logit_softcap or decoder.final_logit_softcap:
-            raise ConfigConversionError(
-                "a Gemma 1 decoder with a sliding window or soft-caps has no Hugging Face form; use block='gemma2'"
-            )
-        if decoder.query_pre_attn_scalar not in (None, decoder.head_dim):
-            raise ConfigConversionError("a Gemma 1 decoder scales attention by head_dim^-0.5 in Hugging Face")
         text["hidden_act"] = "gelu_pytorch_tanh"
     return {
         "architectures": ["PaliGemmaForConditionalGeneration"],
@@ -271,7 +322,7 @@ def config_to_hf(config: PaliGemmaConfig, dtype: str = "float32") -> dict[str, A
             "image_size": vision.image_size,
             "patch_size": vision.patch_size,
             "layer_norm_eps": vision.layer_norm_eps,
-            "hidden_act": "gelu_pytorch_tanh",
+            "hidden_act": "gelu" if vision.mlp == "gelu_exact" else "gelu_pytorch_tanh",
             "projection_dim": decoder.hidden_size,
             "num_image_tokens": config.num_image_tokens,
             "vision_use_head": False,

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from vlmzoo.checkpoints.hf_config import ConfigConversionError, config_from_hf
+from vlmzoo.checkpoints.config_json import config_from_json
+from vlmzoo.checkpoints.hf_config import ConfigConversionError
 from vlmzoo.checkpoints.hub import CheckpointNotFoundError, resolve
 from vlmzoo.checkpoints.keys import to_vlmzoo_key
 from vlmzoo.checkpoints.safetensors_io import DTYPES, SafetensorsError, iter_tensors, read_header
@@ -88,7 +89,7 @@ def read_config(directory: Path, name: str | None = None):
         )
     data = read_json_object(path)
     try:
-        return config_from_hf(data, name=name), data
+        return config_from_json(data, name=name), data
     except ConfigConversionError as exc:
         raise exc.with_path(path) from None
 
@@ -163,23 +164,47 @@ def from_pretrained(
     progress: bool | None = None,
     quantize: str | None = None,
     registries=None,
+    torch_dtype: torch.dtype | str | None = None,
+    device_map: str | torch.device | dict | None = None,
+    attn_implementation: str | None = None,
+    local_files_only: bool = False,
+    cache_dir: str | os.PathLike | None = None,
+    **hf_options,
 ):
     """Load a PaliGemma or PaliGemma 2 checkpoint from a local directory or a hub repo id.
 
-    ``dtype`` defaults to the checkpoint's own; ``device`` to the CPU. Weights are cast as they are
-    assigned. ``quantize="int8"`` or ``"int4"`` stores the decoder's weights quantized (see
+    ``dtype`` defaults to the checkpoint's own (also ``"auto"``); ``device`` to the CPU. Weights are cast
+    as they are assigned. ``quantize="int8"`` or ``"int4"`` stores the decoder's weights quantized (see
     `PaliGemma.quantize`), each weight quantized as soon as it is read, so the peak memory stays close
     to the quantized model's size. Raises `CheckpointMismatchError` (naming the keys) when weights and
     config disagree.
+
+    The arguments transformers users type work with transformers' meaning: ``torch_dtype`` (an alias
+    of ``dtype``), ``device_map`` for one device (``"cpu"``, ``"cuda"``, ``"auto"``),
+    ``attn_implementation`` (``"sdpa"`` or ``"eager"``, or any `attention` registry key),
+    ``local_files_only`` and ``cache_dir``; ``low_cpu_mem_usage``, ``use_safetensors=True`` and
+    ``trust_remote_code`` change nothing. ``load_in_8bit`` / ``load_in_4bit`` raise
+    `UnsupportedArgumentError` naming vlmzoo's own quantization option.
     """
+    from vlmzoo.checkpoints.hf_arguments import attention_key, check_extra_options, load_device, load_dtype
     from vlmzoo.model.quantize import check_device, get_scheme, prepare_for_loading
+    from vlmzoo.plugins import get_registries
     from vlmzoo.zoo import build
 
-    directory = resolve(path_or_repo_id, revision=revision, token=token)
+    check_extra_options(hf_options)
+    dtype = load_dtype(dtype, torch_dtype)
+    requested_dtype = resolve_dtype(dtype)
+    target_device = load_device(device, device_map)  # before any work: a missing GPU fails here, at once
+    registries = get_registries() if registries is None else registries
+    attention = attention_key(attn_implementation, registries)
+    directory = resolve(
+        path_or_repo_id, revision=revision, token=token, local_files_only=local_files_only, cache_dir=cache_dir
+    )
     config, config_data = read_config(directory, name=os.fspath(path_or_repo_id))
+    if attention is not None:
+        config = config.replace(vision={"attention": attention}, decoder={"attention": attention})
     files = weight_files(directory)
-    target_dtype = resolve_dtype(dtype) or _checkpoint_dtype(config_data, directory / "config.json", files)
-    target_device = torch.device(device) if device is not None else torch.device("cpu")
+    target_dtype = requested_dtype or _checkpoint_dtype(config_data, directory / "config.json", files)
     if quantize is not None:
         check_device(quantize, get_scheme(quantize, registries), target_device.type)
     model = build(config, device="meta", dtype=target_dtype, registries=registries)

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from vlmzoo.checkpoints.atomic import staged_directory
-from vlmzoo.checkpoints.hf_config import config_to_hf
+from vlmzoo.checkpoints.config_json import config_to_json
 from vlmzoo.checkpoints.keys import to_hub_key
 from vlmzoo.checkpoints.loading import INDEX_FILE, SINGLE_FILE
 
@@ -58,6 +58,10 @@ def save_pretrained(
 ) -> Path:
     """Write ``config.json`` and safetensors weights that vlmzoo and transformers both load.
 
+    A model transformers cannot build exactly (plugin components, a projector without bias) is saved with
+    ``model_type: "vlmzoo"``: vlmzoo loads it whole, transformers refuses it rather than building another
+    model (see `vlmzoo.checkpoints.config_json`).
+
     The files are written to a staging directory and moved in only once complete; a failure leaves
     ``directory`` as it was. Afterwards only the weight files the previous checkpoint owned (see
     `owned_weight_files`) are removed, if the new checkpoint does not reuse their names.
@@ -94,7 +98,7 @@ def save_pretrained(
         shards[-1][key] = tensor
         size += nbytes
     dtype = str(model.dtype).removeprefix("torch.")
-    config = json.dumps(config_to_hf(model.config, dtype=dtype), indent=2)
+    config = json.dumps(config_to_json(model.config, dtype=dtype), indent=2)
     metadata = {"format": "pt"}
     with staged_directory(directory, replaces=owned_weight_files(directory)) as stage:
         if len(shards) == 1:

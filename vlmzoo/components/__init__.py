@@ -2,7 +2,7 @@
 
 from vlmzoo.components.attention import Attention, EagerAttention, SdpaAttention
 from vlmzoo.components.blocks import Gemma2Block, GemmaBlock
-from vlmzoo.components.mlp import GatedGeluMLP, GeluMLP
+from vlmzoo.components.mlp import ExactGeluMLP, GatedGeluMLP, GeluMLP
 from vlmzoo.components.norm import GemmaRMSNorm, LayerNorm
 from vlmzoo.components.parts import Parts
 from vlmzoo.components.projector import Projector
@@ -12,6 +12,7 @@ from vlmzoo.components.vision import SiglipVisionEncoder
 __all__ = [
     "Attention",
     "EagerAttention",
+    "ExactGeluMLP",
     "GatedGeluMLP",
     "Gemma2Block",
     "GemmaBlock",

@@ -83,11 +83,14 @@ def torch_linear(x, weight, bias=None, scales=None):
 
 
 def weight_major(x, weight, bias=None, scales=None):
-    """``weight @ x.T``: BLAS handles the tall-skinny product better than ``x @ weight.T`` on many CPUs."""
+    """``weight @ x.T``: BLAS handles the tall-skinny product better than ``x @ weight.T`` on many CPUs.
+
+    The bias goes into the same call (``addmm``), so a half-precision result is rounded once, as
+    ``F.linear`` rounds it; adding it afterwards would round twice (up to two units in the last place).
+    """
     rows = x.numel() // x.shape[-1]
-    out = (weight @ x.reshape(rows, x.shape[-1]).T).T
-    if bias is not None:
-        out = out + bias
+    flat_t = x.reshape(rows, x.shape[-1]).T
+    out = (weight @ flat_t if bias is None else torch.addmm(bias[:, None], weight, flat_t)).T
     return out.reshape(*x.shape[:-1], weight.shape[0])
 
 

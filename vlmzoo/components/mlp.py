@@ -1,4 +1,4 @@
-"""Feed-forward layers: SigLIP's GELU MLP and Gemma's gated GELU (GeGLU)."""
+"""Feed-forward layers: SigLIP's GELU MLP (tanh-approximate or exact GELU) and Gemma's gated GELU (GeGLU)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,13 @@ class GeluMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(gelu_tanh(self.fc1(x)))
+
+
+class ExactGeluMLP(GeluMLP):
+    """``fc2(gelu(fc1(x)))`` with the exact (erf) GELU: SigLIP configs whose ``hidden_act`` is ``"gelu"``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
 
 
 class GatedGeluMLP(nn.Module):

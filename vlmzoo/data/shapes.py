@@ -10,8 +10,9 @@ plain light background. Records follow PaliGemma's task formats:
 - ``detect circle`` / ``detect red square`` / ``detect triangle ; square``: for each query, in the
   order asked, the boxes of every matching shape (top to bottom, then left to right) as
   ``<loc{y0}><loc{x0}><loc{y1}><loc{x1}> {label}``, objects joined by `` ; ``. Coordinates are
-  big_vision's bins, ``round(v * 1023)`` of the normalised coordinate. When nothing matches the suffix
-  is empty: the model answers with ``<eos>`` alone, as PaliGemma does.
+  big_vision's bins, ``round(v * 1023)`` of the normalised coordinate. When nothing matches, the answer
+  is ``none`` (:data:`NO_MATCH`): fine-tuning needs a non-empty target, and a detect parser reads it
+  as text without objects.
 - ``caption en``: the shapes listed in the same order, ``"a red circle and two blue squares"``.
 """
 
@@ -24,6 +25,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import PIL.Image
 import PIL.ImageDraw
@@ -31,6 +33,7 @@ import PIL.ImageDraw
 __all__ = [
     "COLOURS",
     "KINDS",
+    "NO_MATCH",
     "PROMPT_KINDS",
     "Record",
     "Scene",
@@ -45,6 +48,7 @@ __all__ = [
     "match_objects",
     "parse_caption",
     "scene_records",
+    "training_records",
     "write_dataset",
 ]
 
@@ -52,6 +56,8 @@ __all__ = [
 KINDS = ("circle", "square", "triangle")
 #: Fill colours (RGB) by name.
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 200, 30)}
+#: The answer of a detect prompt that no shape in the scene matches.
+NO_MATCH = "none"
 #: The record kinds :func:`scene_records` makes, in a fixed order.
 PROMPT_KINDS = ("detect_shape", "detect_colour_shape", "detect_two_shapes", "caption")
 
@@ -160,8 +166,12 @@ def expected_objects(scene: Scene, queries: Sequence[str]) -> list[tuple[str, tu
 
 
 def detect_suffix(scene: Scene, queries: Sequence[str]) -> str:
-    """The detection target: every shape matching each query (in query order), joined by `` ; ``."""
-    return " ; ".join(f"{loc_tokens(box, scene.size)} {label}" for label, box in expected_objects(scene, queries))
+    """The detection target: every shape matching each query (in query order), joined by `` ; ``.
+
+    :data:`NO_MATCH` when no shape matches any query.
+    """
+    objects = expected_objects(scene, queries)
+    return " ; ".join(f"{loc_tokens(box, scene.size)} {label}" for label, box in objects) or NO_MATCH
 
 
 def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -238,7 +248,7 @@ def scene_records(scene: Scene, rng: random.Random, kinds: Sequence[str] = PROMP
     """One record of each of `kinds` for `scene`, with prompts drawn from `rng`.
 
     Colour+shape prompts ask for a shape in the scene three times in four, so most have an answer;
-    the rest, like many single-shape and two-shape prompts, have none and teach an empty answer.
+    the rest, like many single-shape and two-shape prompts, have none and teach :data:`NO_MATCH`.
     """
     records = []
     for kind in kinds:
@@ -268,6 +278,20 @@ def make_records(
     for _ in range(num_images):
         scene = generate_scene(rng, size=size)
         yield scene, scene_records(scene, rng, kinds)
+
+
+def training_records(
+    seed: int, images: int, size: int = 224, kinds: Sequence[str] = PROMPT_KINDS
+) -> list[dict[str, Any]]:
+    """``{"image": PIL image, "prefix", "suffix"}`` dicts for `images` scenes, in memory: fine-tuning data
+    without files (the ``shapes`` generator of a training config)."""
+    if images <= 0:
+        raise ValueError(f"images={images} must be positive")
+    return [
+        {"image": scene.image, "prefix": record.prefix, "suffix": record.suffix}
+        for scene, records in make_records(seed, images, size=size, kinds=kinds)
+        for record in records
+    ]
 
 
 def write_dataset(

@@ -23,7 +23,7 @@ SPECIAL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>")
 WORDS = (
     "detect", "segment", "caption", "describe", "answer", "question", "en", "a", "an", "and", "two", "three",
     "red", "green", "blue", "yellow", "circle", "square", "triangle", "circles", "squares", "triangles",
-    "shape", "shapes", ";",
+    "shape", "shapes", "none", ";",
 )  # fmt: skip
 IMAGE_TOKEN = "<image>"
 LOC_TOKENS = tuple(f"<loc{i:04d}>" for i in range(1024))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from vlmzoo.generation.cache import KVCache
+from vlmzoo.generation.checks import check_finite, check_max_new_tokens, hf_sampler_arguments
 from vlmzoo.generation.samplers import Sampler, make_sampler
 
 
@@ -79,11 +80,15 @@ def stream(
 ) -> Iterator[GenerationStep]:
     """Yield a `GenerationStep` as each token is made; stops when every row has stopped.
 
+    Raises before any work when ``max_new_tokens`` with the prompt exceeds the model's positions, and
+    `GenerationError` as soon as the logits are not finite. ``do_sample``, ``temperature``, ``top_k``,
+    ``top_p`` and ``num_beams`` also take transformers' meaning (see `vlmzoo.generation.checks`).
     ``compile=True`` runs the decode steps through `torch.compile` (the first step, and the prefill,
     stay eager); the first run pays the compilation, and later runs of the same shapes reuse it.
     """
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    sampler, sampler_options = hf_sampler_arguments(sampler, sampler_options)
+    check_max_new_tokens(max_new_tokens, input_ids.shape[-1], model.config.decoder.max_position_embeddings)
+    max_new_tokens = int(max_new_tokens)
     choose = make_sampler(sampler, **sampler_options)
     config = model.config
     device = model.device
@@ -108,6 +113,7 @@ def stream(
         hidden = decoder(prepared.embeds, model.masks(prepared), prepared.positions, cache)
         cache.advance(prompt_length)
         logits = decoder.logits(hidden[:, -1])
+        check_finite(logits, 0, prepared.embeds.dtype)
         positions = prepared.positions[:, -1:] + 1
         history = torch.full((batch, prompt_length + max_new_tokens), pad, dtype=torch.long, device=device)
         history[:, :prompt_length] = _prompt_history(input_ids, prepared.valid)
@@ -128,6 +134,7 @@ def stream(
             step = compiled_decode_step() if compile and index > 0 else decode_step
             logits = step(decoder, tokens, cache.decode_masks(), positions, cache)
             cache.advance(1)
+            check_finite(logits, index + 1, prepared.embeds.dtype)
             positions = positions + 1
 
 

@@ -156,10 +156,18 @@ class PaliGemma(nn.Module):
     ) -> PaliGemmaOutput:
         """Logits for every position (or the last ``logits_to_keep``), and the loss given ``labels``.
 
-        Without ``token_type_ids`` the whole input is prefix (bidirectional); positions with
+        Without ``token_type_ids`` the whole input is prefix (bidirectional), as the checkpoints read a
+        prompt (transformers reads it as causal: pass ``token_type_ids`` of ones for that). Positions with
         ``attention_mask`` 0 are never attended to. ``labels`` use -100 for positions without loss and
-        are shifted inside, as in Hugging Face models.
+        are shifted inside, as in Hugging Face models; they need ``token_type_ids``, since through a
+        whole-prefix mask every position would see the tokens it is trained to predict.
         """
+        if labels is not None and token_type_ids is None:
+            raise ValueError(
+                "labels need token_type_ids (0 for the prefix, 1 for the suffix the loss is on): without them "
+                "the whole input is prefix, attended both ways, and each position would see its own target. "
+                "Build training batches with the processor's suffixes=, which returns both."
+            )
         prepared = self.prepare(input_ids, pixel_values, attention_mask, token_type_ids)
         hidden = self.language_model(prepared.embeds, self.masks(prepared), prepared.positions)
         if logits_to_keep:

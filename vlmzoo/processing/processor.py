@@ -76,6 +76,15 @@ def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def _one_of(name: str, value: Any, alias: str, alias_value: Any) -> Any:
+    """``value`` or the same argument under its transformers name; both at once is an error."""
+    if alias_value is None:
+        return value
+    if value is not None:
+        raise TypeError(f"got both {name}= and {alias}=; pass one ({alias} is transformers' name for {name})")
+    return alias_value
+
+
 def _is_batch_array(value: Any) -> bool:
     return isinstance(value, (np.ndarray, torch.Tensor)) and value.ndim == 4
 
@@ -246,10 +255,13 @@ class PaliGemmaProcessor:
     def __call__(
         self,
         images: ImageInput | Sequence[ImageInput],
-        prompts: str | Sequence[str],
+        prompts: str | Sequence[str] | None = None,
         suffixes: str | Sequence[str] | None = None,
         padding: str | bool = "longest",
         return_tensors: str = "pt",
+        *,
+        text: str | Sequence[str] | None = None,
+        suffix: str | Sequence[str] | None = None,
     ) -> BatchEncoding:
         """Build model inputs for a batch: one image per prompt (a single image with a single prompt).
 
@@ -257,7 +269,12 @@ class PaliGemmaProcessor:
         1 suffix) as int64 [B, T], ``pixel_values`` float32 [B, 3, S, S] and, when `suffixes` are given,
         ``labels`` (suffix ids, -100 elsewhere). `padding`: "longest"/True (pad to the longest row),
         "max_length" (pad to ``max_length``) or False/"do_not_pad" (rows must then have equal length).
+        ``text`` and ``suffix`` are transformers' names for ``prompts`` and ``suffixes``.
         """
+        prompts = _one_of("prompts", prompts, "text", text)
+        suffixes = _one_of("suffixes", suffixes, "suffix", suffix)
+        if prompts is None:
+            raise TypeError("the processor needs prompts= (or text=): one prompt per image, e.g. 'caption en'")
         if return_tensors != "pt":
             raise ValueError(f"return_tensors={return_tensors!r} is not supported; use 'pt' (torch tensors).")
         prompt_list = self._normalize_prompts(prompts)
@@ -528,6 +545,8 @@ def load_processor(
     revision: str | None = None,
     token: str | bool | None = None,
     max_length: int | None = None,
+    local_files_only: bool = False,
+    cache_dir: str | os.PathLike | None = None,
 ) -> PaliGemmaProcessor:
     """Load a :class:`PaliGemmaProcessor` from a local directory or a Hugging Face hub repo id.
 
@@ -537,7 +556,14 @@ def load_processor(
     `max_length` is given. Hub downloads fetch only these small files and honor HF_HUB_OFFLINE and the cache.
     Padding is always on the left (what batched generation needs), whatever tokenizer_config.json says.
     """
-    directory = resolve(path_or_repo_id, revision=revision, token=token, weights=False)
+    directory = resolve(
+        path_or_repo_id,
+        revision=revision,
+        token=token,
+        weights=False,
+        local_files_only=local_files_only,
+        cache_dir=cache_dir,
+    )
     image_cfg = _image_config(directory)
     missing = [TOKENIZER_FILE] if not (directory / TOKENIZER_FILE).is_file() else []
     if image_cfg is None:

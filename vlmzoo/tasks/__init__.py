@@ -15,6 +15,7 @@ from vlmzoo.tasks.base import Postprocessor, TaskError, check_language, check_na
 from vlmzoo.tasks.detection import Detect
 from vlmzoo.tasks.drawing import draw_objects, label_color
 from vlmzoo.tasks.locations import DEFAULT_BINS, LocatedText, clean_text, format_objects, parse_located_text
+from vlmzoo.tasks.matching import IOU_THRESHOLD, box_iou, match_objects
 from vlmzoo.tasks.results import DetectedObject, ImageSizeError, TaskResult, check_image_size
 from vlmzoo.tasks.rle import mask_to_rle, rle_to_mask
 from vlmzoo.tasks.segmentation import (
@@ -28,6 +29,9 @@ from vlmzoo.tasks.segmentation import (
 from vlmzoo.tasks.text import Answer, Caption, Ocr, TextPostprocessor
 
 __all__ = [
+    "IOU_THRESHOLD",
+    "box_iou",
+    "match_objects",
     "DEFAULT_BINS",
     "Answer",
     "Caption",

@@ -12,12 +12,13 @@ import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from vlmzoo.errors import VlmzooError
 from vlmzoo.tasks.results import TaskResult
 
 _LANG = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*")
 
 
-class TaskError(ValueError):
+class TaskError(VlmzooError, ValueError):
     """Inputs a task cannot turn into a prompt (an empty object list, a bad language code, ...)."""
 
 

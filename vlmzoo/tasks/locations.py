@@ -158,7 +158,7 @@ def located_objects(
     size = check_image_size(image_size)
     bins = check_bins(bins)
     return [
-        DetectedObject(label=item.label, box=item.box(size, bins), seg_codes=item.seg_codes)
+        DetectedObject(label=item.label, box=item.box(size, bins), seg_codes=item.seg_codes, locs=item.locs)
         for item in parse_located_text(text, keep_unlabelled_tail=keep_unlabelled_tail)
     ]
 

@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from vlmzoo.errors import VlmzooError
 from vlmzoo.tasks.rle import mask_to_rle
 
 Box = tuple[float, float, float, float]
 
 
-class ImageSizeError(ValueError):
+class ImageSizeError(VlmzooError, ValueError):
     """An ``image_size`` that is not two positive integers ``(width, height)``."""
 
 
@@ -50,8 +51,10 @@ class DetectedObject:
         label: the object's name as the model wrote it (may be empty, may hold any characters but ``;``).
         box: ``(x0, y0, x1, y1)`` in pixels of the original image, ``x0 <= x1``, ``y0 <= y1``, inside the image.
         mask: boolean array ``[height, width]`` of the whole image (segmentation only), else None.
-        score: a confidence in [0, 1] when one is known, else None (the model's text carries none).
+        score: a confidence in [0, 1] when one is known, else None. The text carries none; `VisionLanguageModel.run`
+            sets it to the geometric mean of the probabilities the model gave the object's tokens.
         seg_codes: the 16 VQ-VAE codes of the mask (segmentation only), else None.
+        locs: the four ``<loc>`` bins ``(ymin, xmin, ymax, xmax)`` as the model wrote them, when parsed from text.
     """
 
     label: str
@@ -59,6 +62,7 @@ class DetectedObject:
     mask: np.ndarray | None = None
     score: float | None = None
     seg_codes: tuple[int, ...] | None = None
+    locs: tuple[int, int, int, int] | None = None
 
     @property
     def width(self) -> float:
@@ -103,12 +107,6 @@ class TaskResult:
     objects: list[DetectedObject] = field(default_factory=list)
     image_size: tuple[int, int] | None = None
 
-    def __len__(self) -> int:
-        return len(self.objects)
-
-    def __iter__(self):
-        return iter(self.objects)
-
     @property
     def labels(self) -> list[str]:
         return [o.label for o in self.objects]
@@ -129,20 +127,13 @@ class TaskResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: task, text, raw text, image size and each object's `DetectedObject.to_dict`."""
-        out: dict[str, Any] = {
+        return {
             "task": self.task,
             "text": self.text,
             "raw_text": self.raw_text,
             "image_size": None if self.image_size is None else list(self.image_size),
             "objects": [o.to_dict() for o in self.objects],
         }
-        extra = self._extra_fields()
-        out.update(extra)
-        return out
-
-    def _extra_fields(self) -> dict[str, Any]:
-        """Fields a subclass adds to `to_dict` (e.g. counts)."""
-        return {}
 
     def to_json(self, **dumps_options: Any) -> str:
         """`to_dict` as a JSON string (``dumps_options`` go to `json.dumps`)."""

@@ -27,6 +27,7 @@ import PIL.Image
 import torch
 from torch import nn
 
+from vlmzoo.errors import VlmzooError
 from vlmzoo.tasks.base import Postprocessor, TaskError, check_names
 from vlmzoo.tasks.locations import DEFAULT_BINS, check_bins, clean_located_text, located_objects
 from vlmzoo.tasks.results import DetectedObject, TaskResult, check_image_size
@@ -39,7 +40,7 @@ CODEBOOK_KEY = "_vq_vae._embedding"
 SOURCE_HINT = "big_vision's vae-oid.npz (gs://big_vision/paligemma/vae-oid.npz) or its safetensors conversion"
 
 
-class VaeFileError(ValueError):
+class VaeFileError(VlmzooError, ValueError):
     """A mask decoder file that is missing, unreadable, or lacks the expected weights."""
 
 

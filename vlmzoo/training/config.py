@@ -20,7 +20,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 #: What a run trains; everything else is frozen.
-TrainableParts = Literal["all", "decoder", "attention", "projector+decoder"]
+TrainableParts = Literal["all", "decoder", "attention", "projector+decoder", "lora"]
 
 #: Fields that hold paths; in a config file they are relative to the file's directory.
 _PATH_FIELDS = ("train_data", "eval_data", "output_dir", "resume_from")
@@ -58,8 +58,12 @@ class TrainingConfig(BaseModel):
     processor: str | None = Field(None, description="processor directory or hub id (default: the model's)")
 
     # Data
-    train_data: str | None = Field(None, description="JSONL file of {image, prefix, suffix} records")
-    eval_data: str | None = Field(None, description="JSONL file evaluated every eval_every steps")
+    train_data: str | dict[str, Any] | None = Field(
+        None, description="JSONL file of {image, prefix, suffix} records, or a generator table (vlmzoo.data)"
+    )
+    eval_data: str | dict[str, Any] | None = Field(
+        None, description="JSONL file (or generator table) evaluated every eval_every steps"
+    )
     max_length: int | None = Field(None, gt=0, description="longest sequence allowed (default: the model's limit)")
     padding_side: Literal["left", "right"] = "right"
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes that decode images")
@@ -77,6 +81,7 @@ class TrainingConfig(BaseModel):
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine decay ends at learning_rate * min_lr_ratio")
     max_grad_norm: float | None = Field(1.0, gt=0, description="clip the gradient norm (None: no clipping)")
     train: TrainableParts = Field("all", description="what to train; the rest is frozen")
+    lora: LoraConfig = Field(default_factory=LoraConfig, description="adapter settings for train='lora'")
     precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="'auto': bfloat16 autocast where the device supports it fast (CUDA), else float32"
     )
@@ -88,6 +93,9 @@ class TrainingConfig(BaseModel):
         "auto", description="under torchrun: 'auto' and 'ddp' use DistributedDataParallel, 'fsdp' fully_shard"
     )
     eval_every: int | None = Field(None, gt=0, description="evaluate every N steps (and after the last one)")
+    eval_detection: bool = Field(
+        True, description="also score 'detect' records by generating boxes: precision/recall at IoU 0.5"
+    )
     log_every: int = Field(1, gt=0, description="write a metrics.jsonl line every N steps")
     save_every: int | None = Field(None, gt=0, description="write a resumable checkpoint every N steps")
     keep_checkpoints: int | None = Field(2, gt=0, description="keep the newest N checkpoints (None: all)")

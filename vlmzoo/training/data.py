@@ -12,9 +12,10 @@ Images are decoded in the DataLoader's worker processes, by the `Collator`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,15 +23,16 @@ from typing import Any
 import PIL.Image
 import torch
 
-from vlmzoo.processing import BatchEncoding, ImageLoadError, PaliGemmaProcessor, load_image
+from vlmzoo.errors import VlmzooError
+from vlmzoo.processing import IGNORE_INDEX, BatchEncoding, ImageLoadError, PaliGemmaProcessor, load_image
 
-__all__ = ["Collator", "DataError", "Record", "RecordDataset", "load_records", "validate"]
+__all__ = ["Collator", "DataError", "PaddedDataset", "Record", "RecordDataset", "load_records", "validate"]
 
 #: At most this many problems are listed in one `DataError` (the count of the rest is given).
 MAX_LISTED_PROBLEMS = 20
 
 
-class DataError(ValueError):
+class DataError(VlmzooError, ValueError):
     """Training data that cannot be used; the message names the file and line of each bad record."""
 
 
@@ -42,24 +44,35 @@ class Record:
     prefix: str
     suffix: str
     where: str
+    #: A stand-in that fills a process's last evaluation batch: it is run but carries no loss.
+    padding: bool = False
 
     @property
     def image_path(self) -> Path | None:
         return Path(self.image) if isinstance(self.image, (str, os.PathLike)) else None
 
 
-def load_records(data: str | os.PathLike | Sequence[Any]) -> list[Record]:
-    """Records from a JSONL path, or from a list of dicts / (image, prefix, suffix) tuples / `Record`s.
+def load_records(data: str | os.PathLike | Sequence[Any] | Mapping[str, Any]) -> list[Record]:
+    """Records from a JSONL path, from a list of dicts / (image, prefix, suffix) tuples / `Record`s, or
+    from a data generator spec such as ``{"generator": "shapes", "seed": 0, "images": 1000}``.
 
     In Python records the image may be a path (relative to the working directory), a PIL image or an
     array. Structural problems (bad JSON, missing or mistyped fields) are all reported at once.
     """
     if isinstance(data, (str, os.PathLike)):
         return _load_jsonl(Path(data))
+    if isinstance(data, Mapping) and "generator" in data:
+        from vlmzoo.data import generate_records
+
+        try:
+            data = generate_records(data)
+        except (TypeError, ValueError) as err:
+            raise DataError(f"cannot generate training data from {dict(data)}: {err}") from None
     if isinstance(data, (dict, Record)) or not isinstance(data, Iterable):
         raise TypeError(
-            f"training data must be a JSONL path or a list of records, got {type(data).__name__}; "
-            "pass e.g. [{'image': 'a.jpg', 'prefix': 'caption en', 'suffix': 'a cat'}]"
+            f"training data must be a JSONL path, a list of records or a generator spec, got {type(data).__name__}; "
+            "pass e.g. [{'image': 'a.jpg', 'prefix': 'caption en', 'suffix': 'a cat'}] or "
+            "{'generator': 'shapes', 'seed': 0, 'images': 1000}"
         )
     records, problems = [], []
     for i, item in enumerate(data):
@@ -206,6 +219,15 @@ class RecordDataset(torch.utils.data.Dataset):
         return self.records[index]
 
 
+class PaddedDataset(RecordDataset):
+    """Records by index; a negative index ``-1 - i`` gives record ``i`` marked as `Record.padding`."""
+
+    def __getitem__(self, index: int) -> Record:
+        if index < 0:
+            return dataclasses.replace(self.records[-1 - index], padding=True)
+        return self.records[index]
+
+
 class Collator:
     """Turns a list of records into a training batch with the processor (runs in DataLoader workers).
 
@@ -227,4 +249,8 @@ class Collator:
                 images.append(load_image(record.image) if record.image_path is not None else record.image)
             except ImageLoadError as err:
                 raise DataError(f"{record.where}: {err}") from None
-        return self.processor(images=images, prompts=[r.prefix for r in records], suffixes=[r.suffix for r in records])
+        batch = self.processor(images=images, prompts=[r.prefix for r in records], suffixes=[r.suffix for r in records])
+        padding = torch.tensor([r.padding for r in records])
+        if padding.any():
+            batch["labels"][padding] = IGNORE_INDEX
+        return batch

@@ -1,4 +1,10 @@
-"""Evaluation: mean suffix loss over a data set (token-weighted, summed over all processes)."""
+"""Evaluation: mean suffix loss over a data set, and for ``detect`` prompts precision and recall of boxes.
+
+Loss is token-weighted and summed over all processes. Detection records are answered by greedy
+generation, both the answer and the record's suffix are read by the ``detect`` task post-processor,
+and a predicted box counts as found when it overlaps an unmatched true box of the same label with an
+intersection over union of at least 0.5.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from vlmzoo.processing import PaliGemmaProcessor
-from vlmzoo.training.data import Collator, RecordDataset, load_records, validate
+from vlmzoo.processing import PaliGemmaProcessor, load_image
+from vlmzoo.tasks import get_postprocessor, match_objects
+from vlmzoo.training.data import Collator, Record, RecordDataset, load_records, validate
 from vlmzoo.training.distributed import ProcessGroup
 from vlmzoo.training.loss import SuffixLoss, count_targets
 
@@ -46,6 +53,65 @@ def evaluate_loss(
     return total / max(count, 1.0)
 
 
+def detect_postprocessor() -> Any | None:
+    """The ``detect`` task post-processor, or None where a plugin set-up has no such task registered."""
+    from vlmzoo.registry import UnknownKeyError
+
+    try:
+        return get_postprocessor("detect")
+    except UnknownKeyError:
+        return None
+
+
+def is_detection(record: Record) -> bool:
+    return record.prefix.strip().startswith("detect ")
+
+
+@torch.no_grad()
+def detection_scores(
+    model: nn.Module,
+    processor: PaliGemmaProcessor,
+    records: Sequence[Record],
+    *,
+    batch_size: int = 8,
+    group: ProcessGroup | None = None,
+    postprocessor: Any | None = None,
+) -> dict[str, float] | None:
+    """Precision and recall at IoU 0.5 over the ``detect`` records (greedy answers); None when there are
+    none or no ``detect`` post-processor is registered."""
+    group = group or ProcessGroup(device=model.device)
+    post = postprocessor or detect_postprocessor()
+    selected = [r for r in records if is_detection(r)]
+    if post is None or not selected:
+        return None
+    size = (processor.image_size, processor.image_size)
+    found = predicted = true = 0
+    mine = selected[group.rank :: group.world_size]
+    for start in range(0, len(mine), batch_size):
+        chunk = mine[start : start + batch_size]
+        inputs = processor(images=[load_image(r.image) for r in chunk], prompts=[r.prefix for r in chunk])
+        longest = max(len(processor.tokenizer.encode(r.suffix, add_special_tokens=False).ids) for r in chunk)
+        tokens = model.generate(
+            input_ids=inputs["input_ids"].to(model.device),
+            pixel_values=inputs["pixel_values"].to(model.device, model.dtype),
+            attention_mask=inputs["attention_mask"].to(model.device),
+            token_type_ids=inputs["token_type_ids"].to(model.device),
+            max_new_tokens=longest + 4,
+        )
+        for record, text in zip(chunk, processor.batch_decode(tokens), strict=True):
+            guess = [(o.label, o.box) for o in post.parse(text, image_size=size).objects]
+            truth = [(o.label, o.box) for o in post.parse(record.suffix, image_size=size).objects]
+            found += match_objects(guess, truth)
+            predicted += len(guess)
+            true += len(truth)
+    found, predicted, true, examples = group.sum([found, predicted, true, len(mine)])
+    return {
+        "detect_precision": found / predicted if predicted else 0.0,
+        "detect_recall": found / true if true else 0.0,
+        "detect_examples": int(examples),
+    }
+
+
 def evaluate(
     model: nn.Module,
     processor: PaliGemmaProcessor,
@@ -54,8 +120,10 @@ def evaluate(
     batch_size: int = 8,
     max_length: int | None = None,
     num_workers: int = 0,
+    detection: bool = True,
 ) -> dict[str, float]:
-    """Metrics of ``model`` on ``data`` (a JSONL path or records): ``{"loss": ..., "examples": ...}``."""
+    """Metrics of ``model`` on ``data`` (a JSONL path or records): ``{"loss": ..., "examples": ...}``, plus
+    ``detect_precision`` / ``detect_recall`` when the data has ``detect`` prompts (and ``detection``)."""
     records = load_records(data)
     validate(records, processor, max_length=max_length)
     batches = [list(range(i, min(i + batch_size, len(records)))) for i in range(0, len(records), batch_size)]
@@ -65,7 +133,10 @@ def evaluate(
     was_training = model.training
     model.eval()
     try:
-        loss = evaluate_loss(SuffixLoss(model), loader, device=model.device)
+        metrics: dict[str, float] = {"loss": evaluate_loss(SuffixLoss(model), loader, device=model.device)}
+        metrics["examples"] = len(records)
+        scores = detection_scores(model, processor, records, batch_size=batch_size) if detection else None
+        metrics.update(scores or {})
     finally:
         model.train(was_training)
-    return {"loss": loss, "examples": len(records)}
+    return metrics

@@ -12,20 +12,36 @@ import math
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_optimizer_state_dict,
+)
 
 from vlmzoo.processing import PaliGemmaProcessor, load_processor
 from vlmzoo.progress import progress_bar
+from vlmzoo.training.checkpointing import (
+    CheckpointError,
+    find_checkpoint,
+    load_adapters,
+    load_optimizer_state,
+    read_state,
+    restore_rng,
+    save_checkpoint,
+)
 from vlmzoo.training.config import TrainingConfig
-from vlmzoo.training.data import Collator, Record, RecordDataset, load_records, validate
+from vlmzoo.training.data import Collator, PaddedDataset, Record, RecordDataset, load_records, validate
 from vlmzoo.training.distributed import ProcessGroup, join
-from vlmzoo.training.evaluation import autocast, evaluate_loss
+from vlmzoo.training.evaluation import autocast, detection_scores, evaluate_loss
+from vlmzoo.training.lora import apply_lora, merge_lora
 from vlmzoo.training.loss import SuffixLoss, count_targets
 from vlmzoo.training.parts import freeze_all_but
 from vlmzoo.training.sampling import StepBatches
@@ -38,15 +54,16 @@ _INPUTS = ("input_ids", "pixel_values", "attention_mask", "token_type_ids", "lab
 def train(
     model: nn.Module | str,
     processor: PaliGemmaProcessor | str | None = None,
-    train_data: str | os.PathLike | Sequence[Any] | None = None,
-    eval_data: str | os.PathLike | Sequence[Any] | None = None,
+    train_data: str | os.PathLike | Sequence[Any] | Mapping[str, Any] | None = None,
+    eval_data: str | os.PathLike | Sequence[Any] | Mapping[str, Any] | None = None,
     **options: Any,
 ) -> nn.Module:
     """Fine-tune ``model`` on ``train_data`` and return it (trained, in eval mode).
 
     ``model`` is a loaded model, a checkpoint directory or hub id, or (with ``init="random"``) a zoo
     variant name; ``processor`` a processor, a directory or hub id (default: the model's). Data is a
-    JSONL path or a list of records (dicts with image, prefix, suffix). ``options`` are the fields of
+    JSONL path, a list of records (dicts with image, prefix, suffix) or a generator spec such as
+    ``{"generator": "shapes", "seed": 0, "images": 1000}`` (see `vlmzoo.data`). ``options`` are the fields of
     `TrainingConfig`: ``output_dir``, ``max_steps``, ``batch_size`` and ``learning_rate`` first.
     The final model and processor are saved to ``output_dir`` with ``save_pretrained``.
     """
@@ -63,12 +80,12 @@ def train(
     elif processor is not None:
         values["processor"] = os.fspath(processor)
     train_records = eval_records = None
-    if isinstance(train_data, (str, os.PathLike)):
-        values["train_data"] = os.fspath(train_data)
+    if isinstance(train_data, (str, os.PathLike, Mapping)):  # a path or a generator spec: kept in the config
+        values["train_data"] = train_data if isinstance(train_data, Mapping) else os.fspath(train_data)
     elif train_data is not None:
         train_records = load_records(train_data)
-    if isinstance(eval_data, (str, os.PathLike)):
-        values["eval_data"] = os.fspath(eval_data)
+    if isinstance(eval_data, (str, os.PathLike, Mapping)):
+        values["eval_data"] = eval_data if isinstance(eval_data, Mapping) else os.fspath(eval_data)
     elif eval_data is not None:
         eval_records = load_records(eval_data)
     config = TrainingConfig.checked(values, source="vlmzoo.train()")
@@ -108,6 +125,10 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return None
 
 
+#: Options a resumed run must share with the run that wrote the checkpoint.
+_RESUME_MUST_MATCH = ("batch_size", "seed", "train", "lora", "init", "model_overrides")
+
+
 class Trainer:
     """One fine-tuning run. Build it from a `TrainingConfig` (plus in-memory objects) and call `run`."""
 
@@ -138,12 +159,19 @@ class Trainer:
             source = self.config.model
         return load_processor(source)
 
-    def _load_model(self, device: torch.device) -> nn.Module:
+    def _load_model(self, device: torch.device, checkpoint: Path | None) -> nn.Module:
+        """The model to train: in memory, from a checkpoint, or a randomly initialised zoo variant."""
         import vlmzoo
 
         config = self.config
+        weights_from = checkpoint if checkpoint is not None and config.train != "lora" else None
         if self._model is not None:
-            return self._model.to(device)
+            model = self._model.to(device)
+            if weights_from is not None:
+                model.load_state_dict(vlmzoo.from_pretrained(weights_from, dtype=model.dtype).state_dict())
+            return model
+        if weights_from is not None:
+            return vlmzoo.from_pretrained(weights_from, dtype=torch.float32, device=device)
         if config.init == "random":
             return vlmzoo.build(
                 config.model, device=device, dtype=torch.float32, seed=config.seed, **config.model_overrides
@@ -174,18 +202,43 @@ class Trainer:
                 f"{cfg.decoder.vocab_size} rows; use a model with a large enough vocabulary"
             )
 
-    def _output_dir(self, group: ProcessGroup) -> Path:
-        out = Path(self.config.output_dir)
-        if group.is_main:
-            if out.exists() and not out.is_dir():
-                raise ValueError(f"output_dir {out} is a file; give a directory")
-            if (out / METRICS_FILE).exists() and not self.config.overwrite and self.config.resume_from is None:
+    def _checkpoint(self, output_dir: Path) -> tuple[Path | None, dict[str, Any] | None]:
+        """The checkpoint to resume from and its state, checked against this run's options."""
+        config = self.config
+        if config.resume_from is None:
+            if (output_dir / METRICS_FILE).exists() and not config.overwrite:
                 raise ValueError(
-                    f"output_dir {out} already holds a training run ({METRICS_FILE}); choose a new output_dir, "
-                    "resume it with resume_from='latest', or set overwrite=true to start over"
+                    f"output_dir {output_dir} already holds a training run ({METRICS_FILE}); choose a new "
+                    "output_dir, resume it with resume_from='latest', or set overwrite=true to start over"
                 )
-            out.mkdir(parents=True, exist_ok=True)
-        return out
+            return None, None
+        checkpoint = find_checkpoint(config.resume_from, output_dir)
+        if checkpoint is None:
+            return None, None
+        state = read_state(checkpoint)
+        saved = state.get("run", {})
+        current = json.loads(config.model_dump_json(include=set(_RESUME_MUST_MATCH)))
+        different = [name for name in _RESUME_MUST_MATCH if name in saved and saved[name] != current[name]]
+        if different:
+            details = ", ".join(f"{n}: {saved[n]!r} in the checkpoint, {current[n]!r} now" for n in different)
+            raise CheckpointError(
+                f"cannot resume {checkpoint}: the run's options changed ({details}); resume with the same options "
+                "or start a new output_dir"
+            )
+        if state["step"] >= config.max_steps:
+            raise CheckpointError(
+                f"{checkpoint} is at step {state['step']}, not before max_steps={config.max_steps}; raise max_steps "
+                "to train further"
+            )
+        return checkpoint, state
+
+    def _select_trainable(self, model: nn.Module) -> list[str]:
+        config = self.config
+        if config.train == "lora":
+            lora = config.lora
+            apply_lora(model, lora.targets, rank=lora.rank, alpha=lora.alpha, dropout=lora.dropout)
+            return [name for name, p in model.named_parameters() if p.requires_grad]
+        return freeze_all_but(model, config.train)
 
     # ------------------------------------------------------------------ the loop
 
@@ -206,21 +259,27 @@ class Trainer:
         if train_records is None:
             raise ValueError("no training data: give train_data (a JSONL file or a list of records)")
         eval_records = self._records(self._eval_records, config.eval_data)
-        limit = config.max_length
-        validate(train_records, processor, max_length=limit)
+        validate(train_records, processor, max_length=config.max_length)
         if eval_records is not None:
-            validate(eval_records, processor, max_length=limit)
-        output_dir = self._output_dir(group)
+            validate(eval_records, processor, max_length=config.max_length)
+        output_dir = Path(config.output_dir)
+        if output_dir.exists() and not output_dir.is_dir():
+            raise ValueError(f"output_dir {output_dir} is a file; give a directory")
+        checkpoint, state = self._checkpoint(output_dir)
+        if group.is_main:
+            output_dir.mkdir(parents=True, exist_ok=True)
 
-        model = self._load_model(device)
+        model = self._load_model(device, checkpoint)
         self._check_pair(model, processor)
         if processor.max_length > model.config.decoder.max_position_embeddings:
             validate(train_records, processor, max_length=model.config.decoder.max_position_embeddings)
-        trainable = freeze_all_but(model, config.train)
+        trainable = self._select_trainable(model)
+        if checkpoint is not None and config.train == "lora":
+            load_adapters(model, checkpoint)
         model.train()
         loss_module = SuffixLoss(model)
         wrapped = self._wrap(loss_module, group)
-        params = [p for p in model.parameters() if p.requires_grad]
+        params = [p for p in loss_module.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
             params,
             lr=config.learning_rate,
@@ -234,7 +293,7 @@ class Trainer:
                 step, warmup_steps=config.warmup_steps, max_steps=config.max_steps, min_ratio=config.min_lr_ratio
             ),
         )
-        start_step = 0
+        start_step = 0 if state is None else int(state["step"])
         sampler = StepBatches(
             len(train_records),
             config.batch_size,
@@ -246,16 +305,26 @@ class Trainer:
             max_steps=config.max_steps,
         )
         loader = self._loader(train_records, processor, sampler, device)
+        self._eval_batch = sampler.micro_batch_size
         eval_loader = None
         if eval_records is not None:
             eval_loader = self._eval_loader(eval_records, processor, sampler.micro_batch_size, group, device)
         amp = autocast_dtype(config.precision, device)
+        batches = iter(loader)  # before restoring the generators: starting workers draws from them
+        if checkpoint is not None:
+            set_optimizer_state_dict(
+                loss_module, optimizer, load_optimizer_state(checkpoint), options=StateDictOptions(full_state_dict=True)
+            )
+            scheduler.load_state_dict(state["scheduler"])
+            restore_rng(checkpoint, state)
 
-        metrics = MetricsLog(output_dir / METRICS_FILE if group.is_main else None, append=start_step > 0)
+        metrics = MetricsLog(output_dir / METRICS_FILE if group.is_main else None, resume_after=start_step or None)
         if group.is_main:
             (output_dir / CONFIG_FILE).write_text(config.to_json() + "\n", encoding="utf-8")
             metrics.write(
-                event="start",
+                event="resume" if checkpoint is not None else "start",
+                step=start_step,
+                checkpoint=None if checkpoint is None else str(checkpoint),
                 trainable_parameters=sum(p.numel() for p in params),
                 trainable_tensors=len(trainable),
                 world_size=group.world_size,
@@ -269,7 +338,6 @@ class Trainer:
             unit="step",
             enabled=config.progress if group.is_main else False,
         )
-        batches = iter(loader)
         window_tokens, window_start = 0.0, time.perf_counter()
         for step in range(start_step, config.max_steps):
             micro = [next(batches) for _ in range(config.grad_accumulation)]
@@ -280,8 +348,7 @@ class Trainer:
             n_targets, n_tokens = group.sum(local)
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
             for k, batch in enumerate(micro):
-                last = k == len(micro) - 1
-                with self._sync_gradients(wrapped, last), autocast(device, amp):
+                with self._sync_gradients(wrapped, k == len(micro) - 1), autocast(device, amp):
                     inputs = {name: batch[name].to(device, non_blocking=True) for name in _INPUTS}
                     summed = wrapped(**inputs)
                 # DDP and FSDP average gradients over processes; scaling by world/n gives d(global mean).
@@ -289,7 +356,8 @@ class Trainer:
                 loss_sum += summed.detach().double()
             grad_norm = None
             if config.max_grad_norm is not None:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
+                norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+                grad_norm = float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
             optimizer.step()
             lr = scheduler.get_last_lr()[0]
             scheduler.step()
@@ -308,38 +376,140 @@ class Trainer:
             if eval_loader is not None and (
                 (config.eval_every and done % config.eval_every == 0) or done == config.max_steps
             ):
-                model.eval()
-                eval_loss = evaluate_loss(_unwrapped(wrapped), eval_loader, group, device, amp)
-                model.train()
-                metrics.write(step=done, eval_loss=eval_loss)
-                bar.set_postfix(loss=f"{loss:.4f}", eval_loss=f"{eval_loss:.4f}", refresh=False)
+                results = self._evaluate(wrapped, eval_loader, eval_records, processor, group, amp)
+                metrics.write(step=done, **results)
+                bar.set_postfix(loss=f"{loss:.4f}", eval_loss=f"{results['eval_loss']:.4f}", refresh=False)
+            if config.save_every and done % config.save_every == 0 and done < config.max_steps:
+                self._save_checkpoint(output_dir, done, loss_module, optimizer, scheduler, group)
         bar.close()
         model.eval()
+        final = self._final_model(loss_module, group)
         if group.is_main:
-            model.save_pretrained(output_dir)
+            final.save_pretrained(output_dir)
             processor.save_pretrained(output_dir)
             metrics.write(event="end", step=config.max_steps)
         metrics.close()
         group.barrier()
-        for param in model.parameters():
-            param.requires_grad_(True)
-        return model
+        if final is model:
+            final.requires_grad_(True)
+        return final
 
     # ------------------------------------------------------------------ helpers
 
     def _wrap(self, loss_module: SuffixLoss, group: ProcessGroup) -> nn.Module:
+        """DistributedDataParallel or FSDP2 under torchrun; the loss module itself on one process."""
         if not group.active or self.config.distributed == "none":
             return loss_module
+        if self.config.distributed == "fsdp":
+            from vlmzoo.training.sharding import shard_model
+
+            return shard_model(loss_module, group)
         from torch.nn.parallel import DistributedDataParallel
 
         device_ids = [group.device.index] if group.device.type == "cuda" else None
         return DistributedDataParallel(loss_module, device_ids=device_ids)
 
+    def _sharded(self, group: ProcessGroup) -> bool:
+        return group.active and self.config.distributed == "fsdp"
+
     @staticmethod
     def _sync_gradients(wrapped: nn.Module, sync: bool):
-        if not sync and hasattr(wrapped, "no_sync"):
+        if sync:
+            return contextlib.nullcontext()
+        if hasattr(wrapped, "no_sync"):
             return wrapped.no_sync()
+        if hasattr(wrapped, "set_requires_gradient_sync"):  # FSDP2: reduce-scatter only on the last micro-batch
+            return _fsdp_no_sync(wrapped)
         return contextlib.nullcontext()
+
+    def _full_state(self, loss_module: SuffixLoss, group: ProcessGroup) -> dict[str, torch.Tensor]:
+        """The model's whole state dict on the CPU (gathered from every process under FSDP)."""
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state = get_model_state_dict(loss_module, options=options)
+        return {name.removeprefix("model."): tensor for name, tensor in state.items()}
+
+    def _save_checkpoint(
+        self,
+        output_dir: Path,
+        step: int,
+        loss_module: SuffixLoss,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        group: ProcessGroup,
+    ) -> None:
+        config = self.config
+        optimizer_state = get_optimizer_state_dict(
+            loss_module, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
+        sharded = self._sharded(group)
+        full = self._full_state(loss_module, group) if sharded else None
+        if group.is_main:
+            if config.train == "lora":
+                source = full if full is not None else dict(loss_module.model.named_parameters())
+                adapters = {
+                    n: t.detach().to("cpu").contiguous()
+                    for n, t in source.items()
+                    if n.endswith((".lora_a", ".lora_b"))
+                }
+                save_model = None
+            else:
+                adapters = None
+                model = loss_module.model if full is None else self._rebuilt(loss_module.model.config, full)
+                save_model = model.save_pretrained
+            run = json.loads(config.model_dump_json(include=set(_RESUME_MUST_MATCH)))
+            save_checkpoint(
+                output_dir,
+                step,
+                save_model=save_model,
+                adapters=adapters,
+                optimizer_state=optimizer_state,
+                scheduler=scheduler,
+                run=run,
+                keep=config.keep_checkpoints,
+            )
+        group.barrier()
+
+    def _rebuilt(self, model_config, state: dict[str, torch.Tensor], lora: bool = False) -> nn.Module:
+        """A CPU model holding ``state`` (a gathered FSDP state dict), with LoRA merged when it has adapters."""
+        import vlmzoo
+
+        model = vlmzoo.build(model_config, device="meta", dtype=torch.float32)
+        if lora:
+            settings = self.config.lora
+            apply_lora(model, settings.targets, rank=settings.rank, alpha=settings.alpha)
+        model.load_state_dict(state, assign=True)
+        return merge_lora(model) if lora else model
+
+    def _final_model(self, loss_module: SuffixLoss, group: ProcessGroup) -> nn.Module:
+        """The trained model in its original architecture (LoRA merged; gathered under FSDP)."""
+        lora = self.config.train == "lora"
+        if self._sharded(group):
+            full = self._full_state(loss_module, group)  # gathered onto rank 0 only
+            if not group.is_main:
+                return loss_module.model
+            return self._rebuilt(loss_module.model.config, full, lora=lora).eval()
+        return merge_lora(loss_module.model) if lora else loss_module.model
+
+    def _evaluate(
+        self,
+        wrapped: nn.Module,
+        loader: torch.utils.data.DataLoader,
+        records: list[Record],
+        processor: PaliGemmaProcessor,
+        group: ProcessGroup,
+        amp: torch.dtype | None,
+    ) -> dict[str, float]:
+        inner = _unwrapped(wrapped)
+        inner.model.eval()
+        try:
+            results = {"eval_loss": evaluate_loss(inner, loader, group, group.device, amp)}
+            if self.config.eval_detection and not self._sharded(group):
+                # Generation runs in the weights' own dtype: its KV cache does not follow autocast.
+                scores = detection_scores(inner.model, processor, records, batch_size=self._eval_batch, group=group)
+                results.update(scores or {})
+        finally:
+            inner.model.train()
+        return results
 
     def _loader(
         self, records: list[Record], processor: PaliGemmaProcessor, sampler: StepBatches, device: torch.device
@@ -364,14 +534,28 @@ class Trainer:
         device: torch.device,
     ) -> torch.utils.data.DataLoader:
         mine = list(range(group.rank, len(records), group.world_size))
+        if self._sharded(group):
+            # Every process must run the same number of forward passes under FSDP: pad with a repeat
+            # of the shard's first example, which `evaluate_loss` sees with zero weight.
+            per_rank = -(-len(records) // group.world_size)
+            mine = mine + [-1 - mine[0]] * (per_rank - len(mine)) if mine else []
         batches = [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]
         return torch.utils.data.DataLoader(
-            RecordDataset(records),
+            PaddedDataset(records),
             batch_sampler=batches,
             collate_fn=Collator(processor, self.config.padding_side),
             num_workers=self.config.num_workers,
             pin_memory=device.type == "cuda",
         )
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(module: nn.Module):
+    module.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        module.set_requires_gradient_sync(True)
 
 
 def _unwrapped(wrapped: nn.Module) -> nn.Module:
@@ -380,11 +564,27 @@ def _unwrapped(wrapped: nn.Module) -> nn.Module:
 
 
 class MetricsLog:
-    """Appends one JSON object per line (step, loss, lr, tokens/s, eval loss) for plotting; rank 0 only."""
+    """One JSON object per line (step, loss, lr, tokens/s, eval metrics) for plotting; rank 0 only.
 
-    def __init__(self, path: Path | None, append: bool = False) -> None:
+    A resumed run first drops the lines of steps after its checkpoint (logged before the interruption
+    but trained again now), so the log reads as one uninterrupted run.
+    """
+
+    def __init__(self, path: Path | None, resume_after: int | None = None) -> None:
         self.path = path
-        self._file = None if path is None else open(path, "a" if append else "w", encoding="utf-8")  # noqa: SIM115
+        self._file = None
+        if path is None:
+            return
+        if resume_after is not None and path.exists():
+            kept = [
+                line
+                for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= resume_after
+            ]
+            partial = path.with_name(path.name + ".partial")
+            partial.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+            os.replace(partial, path)
+        self._file = open(path, "a" if resume_after is not None else "w", encoding="utf-8")  # noqa: SIM115
 
     def write(self, **fields: Any) -> None:
         if self._file is None:

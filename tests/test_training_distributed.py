@@ -1,0 +1,55 @@
+"""Training under torchrun: two processes (gloo, CPU) over a global batch match one process over it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from test_training import data_file, processor, processor_dir  # noqa: F401  (fixtures)
+from tiny_tokenizer import TINY_VOCAB_SIZE
+
+import vlmzoo
+from vlmzoo.training import TrainingConfig, run
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")
+
+
+def write_config(path, processor_dir, processor, **options):  # noqa: F811
+    lines = [
+        'model = "paligemma-tiny"', 'init = "random"', f'processor = "{processor_dir}"', 'train_data = "train.jsonl"',
+        "max_steps = 3", "batch_size = 4", "grad_accumulation = 2", "learning_rate = 1e-2", "warmup_steps = 1",
+        "seed = 5", 'padding_side = "left"',
+        *(f"{k} = {v!r}".replace("'", '"') for k, v in options.items()),
+        "", "[model_overrides]", f"image_token_id = {processor.image_token_id}", "vision = { image_size = 28 }",
+        f"decoder = {{ vocab_size = {TINY_VOCAB_SIZE}, num_layers = 2 }}",
+    ]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def torchrun(config_path, output_dir, processes=2, **extra):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "VLMZOO_QUIET": "1", "CUDA_VISIBLE_DEVICES": ""}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+        "-m", "vlmzoo", "train", "--config", str(config_path), "--output-dir", str(output_dir), "--device", "cpu",
+        *[item for k, v in extra.items() for item in (f"--{k.replace('_', '-')}", str(v))],
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_two_processes_match_one_over_the_same_global_batch(tmp_path, data_file, processor_dir, processor, mode):  # noqa: F811
+    config_path = write_config(tmp_path / "run.toml", processor_dir, processor)
+    single = run(TrainingConfig.from_file(config_path, output_dir=str(tmp_path / "one"), device="cpu"))
+    torchrun(config_path, tmp_path / "two", distributed=mode)
+    two = vlmzoo.from_pretrained(tmp_path / "two")
+    for name, tensor in single.state_dict().items():
+        torch.testing.assert_close(two.state_dict()[name], tensor, rtol=1e-4, atol=2e-5, msg=name)
+    # Only rank 0 writes: one start line and one line per step.
+    lines = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
+    assert sum('"event": "start"' in line for line in lines) == 1
+    assert sum('"loss"' in line for line in lines) == 3
