@@ -363,6 +363,7 @@ def _mem_available() -> int:
 
 
 def main() -> None:
+    global DEVICE
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
@@ -379,7 +380,6 @@ def main() -> None:
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--big-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    global DEVICE
     DEVICE = args.device
     if args.child:
         engine, directory, row, batch = args.child
