@@ -53,18 +53,27 @@ def make_checkpoint(directory: str, vision_layers: int, text_layers: int) -> Non
     model.save_pretrained(directory)
 
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def load(engine: str, directory: str, row: str):
     dtype, quantize, hf_dtype = ROWS[row]
     if engine == "vlmzoo":
-        return vlmzoo.from_pretrained(directory, dtype=dtype, quantize=quantize, progress=False)
+        return vlmzoo.from_pretrained(directory, dtype=dtype, device=DEVICE, quantize=quantize, progress=False)
     from transformers import PaliGemmaForConditionalGeneration
 
-    model = PaliGemmaForConditionalGeneration.from_pretrained(directory, dtype=getattr(torch, hf_dtype)).eval()
+    model = PaliGemmaForConditionalGeneration.from_pretrained(directory, dtype=getattr(torch, hf_dtype))
+    model = model.to(DEVICE).eval()
     if engine == "transformers+torchao":
         from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
         quantize_(model.model.language_model, Int8WeightOnlyConfig())
     return model
+
+
+def _sync() -> None:
+    if DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def hf_token_times(model, inputs, new_tokens: int) -> list[float]:
@@ -77,6 +86,7 @@ def hf_token_times(model, inputs, new_tokens: int) -> list[float]:
         def put(self, value) -> None:
             self.calls += 1
             if self.calls > 1:
+                _sync()
                 stamps.append(time.perf_counter() - start)
 
         def end(self) -> None:
@@ -108,8 +118,8 @@ def timed(engine: str, model, inputs, new_tokens: int, compile: bool = False) ->
 
 
 def prepared(inputs, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    out = dict(inputs)
-    out["pixel_values"] = inputs["pixel_values"].to(dtype)
+    out = {k: v.to(DEVICE) for k, v in inputs.items()}
+    out["pixel_values"] = out["pixel_values"].to(dtype)
     return out
 
 
@@ -138,7 +148,7 @@ def speed_row(directory: str, row: str, batches: list[int], args, reference: dic
         for _ in range(args.repeats):
             for engine, compile in plan:  # alternate, so load on the machine hits every engine alike
                 runs[(engine, compile)].append(timed(engine, engines[engine], inputs, args.new_tokens, compile))
-            bandwidths.append(read_bandwidth())
+            bandwidths.append(read_bandwidth(device=DEVICE))
         result = {"row": row, "batch": batch, "bandwidth": statistics.median(bandwidths)}
         result["bytes"] = {"vlmzoo": ours_bytes, "transformers": hf_bytes}
         for (engine, compile), times in runs.items():
@@ -239,18 +249,19 @@ def _rss_now() -> int:
 
 
 def memory_child(engine: str, directory: str, row: str, batch: int, args) -> None:
+    """Peak RSS above the bare interpreter on CPUs; peak allocated device memory on CUDA."""
     base = _rss_now()
     model = load(engine, directory, row)
     config = vlmzoo.checkpoints.loading.read_config(Path(directory))[0]
     inputs = prepared(random_inputs(config, batch, args.text_tokens), getattr(torch, ROWS[row][0]))
     timed(engine, model, inputs, args.new_tokens)
-    peak = _status("VmHWM") - base
+    peak = torch.cuda.max_memory_allocated() if DEVICE.startswith("cuda") else _status("VmHWM") - base
     print(json.dumps({"peak_bytes": peak}))
 
 
 def memory(engine: str, directory: str, row: str, batch: int, args) -> float:
     command = [sys.executable, __file__, "--child", engine, directory, row, str(batch)]
-    command += ["--text-tokens", str(args.text_tokens), "--new-tokens", str(args.new_tokens)]
+    command += ["--text-tokens", str(args.text_tokens), "--new-tokens", str(args.new_tokens), "--device", DEVICE]
     env = {**os.environ, "VLMZOO_LINEAR_CALIBRATION": "0"}  # the timing runs in the parent process
     out = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout.strip().splitlines()
     return json.loads(out[-1])["peak_bytes"] / 2**20
@@ -352,6 +363,7 @@ def _mem_available() -> int:
 
 
 def main() -> None:
+    global DEVICE
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
@@ -363,10 +375,12 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time vlmzoo with the compiled decode step")
     parser.add_argument("--torchao", action="store_true", help="also time transformers + torchao int8 (eager)")
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the memory subprocesses")
+    parser.add_argument("--device", default=DEVICE, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--big-model", type=Path, help="directory for the random paligemma2-10b-224 checkpoint")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--big-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    DEVICE = args.device
     if args.child:
         engine, directory, row, batch = args.child
         memory_child(engine, directory, row, int(batch), args)
@@ -374,8 +388,8 @@ def main() -> None:
     if args.big_child:
         big_model_child(args.big_child, args)
         return
-    bandwidth = read_bandwidth() / 1e9
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, read bandwidth {bandwidth:.1f} GB/s")
+    bandwidth = read_bandwidth(device=DEVICE) / 1e9
+    print(f"torch {torch.__version__}, {DEVICE}, {torch.get_num_threads()} threads, bandwidth {bandwidth:.1f} GB/s")
     with tempfile.TemporaryDirectory() as directory:
         make_checkpoint(directory, args.vision_layers, args.text_layers)
         print(HEADER)

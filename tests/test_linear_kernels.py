@@ -83,12 +83,22 @@ def test_float32_choice_matches_f_linear_to_parity_tolerance():
             torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), rtol=0, atol=1e-5)
 
 
-def test_training_keeps_gradients():
+def test_a_kernel_that_is_not_differentiable_gives_way_while_training():
+    calls: list = []
+
+    def register_components(registry):
+        kernel = LinearKernel(lambda x, w, b=None, s=None: calls.append(1) or F.linear(x, w, b), ("float32",),
+                              priority=100, differentiable=False)  # fmt: skip
+        registry.linear_kernel.register("inference_only", kernel)
+
     layer = vlmzoo.components.linear.Linear(8, 4)
     x = torch.randn(3, 8, requires_grad=True)
-    with use_linear_kernel("numpy_matvec"):
-        layer(x[:1]).sum().backward()
-    assert x.grad is not None and layer.weight.grad is not None
+    with vlmzoo.plugins.plugin_registered(make_plugin(register_components=register_components), "inference-only"):
+        layer(x).sum().backward()
+        assert x.grad is not None and layer.weight.grad is not None and not calls
+        with torch.no_grad():
+            layer(x)
+        assert calls
 
 
 def test_unknown_forced_kernel_is_named():

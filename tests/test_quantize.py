@@ -147,3 +147,16 @@ def test_a_plugin_adds_a_quantization_scheme_with_its_kernel():
         assert model.language_model.layers[0].mlp.up_proj.scheme == "my_int8"
         model.generate(ids, pixels, max_new_tokens=2, stop_at_eos=False)
     assert calls
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_a_quantized_model_still_runs_after_a_dtype_cast(scheme):
+    config = tiny_config(num_layers=1)
+    ids, pixels = tiny_inputs(config)
+    model = vlmzoo.build(config, seed=0, quantize=scheme, dtype="bfloat16")
+    with torch.no_grad():
+        expected = model(ids, pixels.bfloat16()).logits.float()
+        model.float()  # casts the bfloat16 scales too
+        assert model.dtype == torch.float32
+        logits = model(ids, pixels).logits
+    assert (logits - expected).abs().max() <= 0.05 * expected.abs().max()

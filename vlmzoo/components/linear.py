@@ -94,16 +94,6 @@ def weight_major(x, weight, bias=None, scales=None):
     return out.reshape(*x.shape[:-1], weight.shape[0])
 
 
-def numpy_matvec(x, weight, bias=None, scales=None):
-    """NumPy's matrix-vector product (OpenBLAS in its wheels), which reads memory faster on some CPUs."""
-    rows = x.numel() // x.shape[-1]
-    flat = x.reshape(rows, x.shape[-1]).contiguous()
-    out = torch.from_numpy(weight.contiguous().numpy() @ flat.numpy().T).T
-    if bias is not None:
-        out = out + bias
-    return out.reshape(*x.shape[:-1], weight.shape[0])
-
-
 UPCAST_CHUNK_ROWS = 16384
 
 
@@ -131,15 +121,6 @@ BUILTIN_KERNELS: dict[str, LinearKernel] = {
     "torch_linear": LinearKernel(torch_linear, _FLOATS, description="F.linear"),
     "weight_major": LinearKernel(
         weight_major, _FLOATS, devices=("cpu",), min_rows=2, max_rows=32, priority=1, description="weight @ x.T"
-    ),
-    "numpy_matvec": LinearKernel(
-        numpy_matvec,
-        ("float32",),
-        devices=("cpu",),
-        max_rows=1,
-        priority=-1,
-        differentiable=False,
-        description="NumPy / OpenBLAS",
     ),
     "upcast_float32": LinearKernel(
         upcast_float32,

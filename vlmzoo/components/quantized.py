@@ -78,6 +78,8 @@ def int8_weight_only(x, qweight, bias=None, scales=None):
     """PyTorch's int8 weight-only product; activations run in bfloat16."""
     rows = x.numel() // x.shape[-1]
     flat = x.reshape(rows, x.shape[-1]).to(torch.bfloat16)
+    if scales.dtype != torch.bfloat16:  # after a model.to(dtype); stored scales are bfloat16 already
+        scales = scales.to(torch.bfloat16)
     out = torch.ops.aten._weight_int8pack_mm(flat, qweight, scales).to(x.dtype)
     if bias is not None:
         out = out + bias
@@ -147,6 +149,8 @@ def int4_cpu(x, packed, bias=None, scales=None):
     in_features = x.shape[-1]
     flat = x.reshape(rows, in_features).to(torch.bfloat16)
     group = in_features // scales.shape[0]
+    if scales.dtype != torch.bfloat16:  # after a model.to(dtype); stored scales are bfloat16 already
+        scales = scales.to(torch.bfloat16)
     out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, packed, group, scales).to(x.dtype)
     if bias is not None:
         out = out + bias
@@ -255,7 +259,7 @@ class QuantizedEmbedding(nn.Module):
     def __init__(self, num_embeddings: int, embedding_dim: int, dtype: torch.dtype, device=None) -> None:
         super().__init__()
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
-        self.dtype = dtype
+        self._dtype = dtype
         self.register_buffer("qweight", torch.empty(num_embeddings, embedding_dim, dtype=torch.int8, device=device))
         self.register_buffer("scales", torch.empty(num_embeddings, dtype=torch.bfloat16, device=device))
 
@@ -268,6 +272,16 @@ class QuantizedEmbedding(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.qweight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the embeddings it returns (the model's activation dtype)."""
+        return self._dtype
+
+    def _apply(self, fn, recurse=True):
+        # Follow casts such as model.float() the way a float weight would: apply the cast to a probe.
+        self._dtype = fn(torch.empty(0, dtype=self._dtype)).dtype
+        return super()._apply(fn, recurse)
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, scheme='int8', dtype={self.dtype}"
