@@ -6,6 +6,7 @@ model never saw in training (its data uses seeds 0 and 1)::
 
     python scripts/evaluate_shapes_demo.py --images 200 --seed 1000
     python scripts/evaluate_shapes_demo.py --model path/to/checkpoint --size 300 --json
+    python scripts/evaluate_shapes_demo.py --quantize int8          # the same figures, int8 weights
 
 The tests import `evaluate` from this file, so the figures in the docs and the bars the tests hold
 the bundled model to are computed the same way.
@@ -90,10 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=224, help="scene side in pixels (the processor resizes)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--quantize", help="weight-only quantization to evaluate: int8 or int4 (default: none)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    vlm = vlmzoo.load(args.model)
+    vlm = vlmzoo.load(args.model, quantize=args.quantize)
     start = time.perf_counter()
     results = evaluate(vlm, seed=args.seed, num_images=args.images, size=args.size)
     seconds = time.perf_counter() - start

@@ -85,7 +85,39 @@ def masks() -> list[Path]:
     return written
 
 
-FIGURES: dict[str, Callable[[], list[Path]]] = {"masks": masks}
+def _grid(images: list[Image.Image], columns: int, gap: int = 8) -> Image.Image:
+    """Images of one size side by side, ``columns`` per row, on white."""
+    width, height = images[0].size
+    rows = -(-len(images) // columns)
+    sheet = Image.new("RGB", (columns * width + (columns - 1) * gap, rows * height + (rows - 1) * gap), "white")
+    for index, image in enumerate(images):
+        sheet.paste(image, ((index % columns) * (width + gap), (index // columns) * (height + gap)))
+    return sheet
+
+
+def tasks() -> list[Path]:
+    """Detections drawn by the bundled ``shapes-demo`` model on scenes it never saw (seeds past training)."""
+    import random
+
+    import vlmzoo
+    from vlmzoo.data.shapes import generate_scene
+
+    vlm = vlmzoo.load("shapes-demo")
+    rng = random.Random(2024)
+    scenes = [generate_scene(rng, size=320) for _ in range(4)]
+    drawn = []
+    for scene in scenes:
+        kinds = sorted({shape.kind for shape in scene.shapes})
+        drawn.append(vlm.detect(scene.image, kinds).draw(scene.image))
+    colour = scenes[0].shapes[0].label
+    single = vlm.detect(scenes[0].image, colour).draw(scenes[0].image)
+    written = {"readme_detections.png": _grid(drawn, columns=4), "tasks_detect.png": _grid(drawn[:2] + [single], 3)}
+    for name, image in written.items():
+        image.save(IMAGES / name)
+    return [IMAGES / name for name in written]
+
+
+FIGURES: dict[str, Callable[[], list[Path]]] = {"masks": masks, "tasks": tasks}
 
 
 def main() -> None:

@@ -8,6 +8,12 @@ bash scripts/setup.sh --dev
 py=.venv/bin/python
 
 $py -m ruff check vlmzoo tests benchmarks plugins scripts
-NO_MKDOCS_2_WARNING=1 $py -m mkdocs build --strict --quiet --site-dir "$(mktemp -d)"
+# Not --quiet: it also silences the warnings that --strict turns into a failure.
+docs_log="$(mktemp)"
+if ! NO_MKDOCS_2_WARNING=1 $py -m mkdocs build --strict --site-dir "$(mktemp -d)" >"$docs_log" 2>&1; then
+    grep -v "^INFO" "$docs_log" >&2
+    echo "mkdocs build --strict failed: fix the warnings above" >&2
+    exit 1
+fi
 # pytest exits 5 when it collects nothing: that is a failure here too.
 $py -m pytest -q -p no:cacheprovider "$@"

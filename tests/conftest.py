@@ -14,6 +14,10 @@ import torch
 import vlmzoo
 import vlmzoo.plugins
 
+# Kernel choice by timing is tested on its own (tests/test_linear_kernels.py); elsewhere the fixed order
+# keeps runs reproducible and spares every test process a calibration.
+os.environ.setdefault("VLMZOO_LINEAR_CALIBRATION", "0")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE_PLUGIN_DIR = REPO_ROOT / "plugins" / "vlmzoo-example-plugin"
 EXAMPLE_PLUGIN_SRC = EXAMPLE_PLUGIN_DIR / "src"

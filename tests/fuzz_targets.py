@@ -193,20 +193,30 @@ def fuzz_safetensors(content: bytes) -> None:
 # ------------------------------------------------------------------------------------------ config.json
 
 
-def _tiny_hf_config() -> dict:
-    from vlmzoo.checkpoints import config_to_hf
+def _saved_configs() -> list[dict]:
+    """config.json as vlmzoo writes it: Hugging Face fields plus its own section, or its own format only."""
+    from vlmzoo.checkpoints.config_json import config_to_json
 
-    return config_to_hf(vlmzoo.get_config("paligemma2-tiny"))
+    tiny = vlmzoo.get_config("paligemma2-tiny")
+    hf = config_to_json(tiny)
+    hf_only = {key: value for key, value in hf.items() if key != "vlmzoo"}
+    own_format = config_to_json(tiny.replace(projector={"bias": False}))
+    return [hf, hf_only, own_format]
 
 
-_HF_CONFIG = _tiny_hf_config()
+_CONFIGS = _saved_configs()
+_configs = st.one_of(json_values, *(_mutated(config, _flat_keys(config)) for config in _CONFIGS))
 
 
-@fuzz_target("config reader", st.one_of(json_values, _mutated(_HF_CONFIG, _flat_keys(_HF_CONFIG))))
+@fuzz_target("config reader", _configs)
 def fuzz_config(data: Any) -> None:
-    from vlmzoo.checkpoints import config_from_hf
+    from vlmzoo.checkpoints.config_json import config_from_json
 
-    config = config_from_hf(data)
+    if not isinstance(data, dict):  # the file reader refuses non-objects before conversion
+        from vlmzoo.checkpoints.hf_fields import check_hf_config
+
+        check_hf_config(data)
+    config = config_from_json(data)
     if config.vision.num_layers + config.decoder.num_layers <= 64:
         vlmzoo.build(config, device="meta")
 

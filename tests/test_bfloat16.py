@@ -1,8 +1,11 @@
-"""Half precision: the `linear` kernel choice against F.linear, and bfloat16 logits against transformers'.
+"""Half precision: the float kernels against F.linear at the row thresholds to one unit in the last place,
+and bfloat16 logits against transformers' bfloat16 logits on the same checkpoint, with every kernel.
 
-`linear` takes different paths by row count and dtype, and (for bfloat16 / float16 prefills) by whether the
-CPU has native half-precision matrix units. Both answers of that probe are forced here, so every path runs
-on every host.
+Each kernel is forced with `use_linear_kernel`, so every path runs on every host, whichever the machine
+would choose (on a CPU with native bfloat16 units the float32-upcast kernel is otherwise never used).
+``test_linear_kernels.py`` checks every kernel and format (quantized ones too) at a tolerance relative to
+the largest output; here float kernels must match element by element to rounding, which catches errors
+of a unit or two in the last place (a bias added after rounding, say) that such a tolerance lets pass.
 """
 
 from __future__ import annotations
@@ -14,18 +17,21 @@ import transformers  # noqa: F401  (the reference oracle must be importable: a f
 from hf_checkpoints import load_hf_model, make_hf_model, make_inputs, max_abs_diff, save_hf_checkpoint
 
 import vlmzoo
-from vlmzoo.components import linear as linear_module
-from vlmzoo.components.linear import SMALL_BATCH_ROWS, UPCAST_CHUNK_ROWS, linear
+from vlmzoo.components.linear import BUILTIN_KERNELS, FLOAT_FORMATS, linear, use_linear_kernel
 
-#: One unit in the last place, relative: the kernels differ from the float32 reference by rounding only.
+#: Row counts around the kernels' row ranges (1 row: a decode step; up to 32: a few; 33 and up: a prefill).
+ROW_THRESHOLDS = (0, 1, 32, 33)
+#: Taller than the slice in which the upcast kernel converts a half-precision weight (16384 rows).
+TALL_WEIGHT_ROWS = 16384 + 5
+#: One unit in the last place, relative: a kernel may differ from the float64 product by rounding only.
 ULP = {torch.float32: 1e-5, torch.bfloat16: 2**-8, torch.float16: 2**-11}
-
-
-@pytest.fixture(params=[True, False], ids=["native-half", "emulated-half"])
-def fast_half(request, monkeypatch):
-    """Force the CPU probe's answer, so both the half-precision and the float32-upcast paths run."""
-    monkeypatch.setattr(linear_module, "_cpu_has_fast_half", lambda: request.param)
-    return request.param
+DTYPES = {fmt: dtype for dtype, fmt in FLOAT_FORMATS.items()}
+#: The kernels that may run a half-precision prefill: the half kernel itself, and float32 on copies.
+HALF_PREFILL_KERNELS = [name for name, k in BUILTIN_KERNELS.items() if k.supports("cpu", "bfloat16", 33)]
+#: Every registered kernel that takes bfloat16 weights (a plugin's too).
+BF16_KERNELS = sorted(
+    entry.key for entry in vlmzoo.get_registries().linear_kernel.entries() if "bfloat16" in entry.value.formats
+)
 
 
 def reference(x, weight, bias):
@@ -33,27 +39,43 @@ def reference(x, weight, bias):
     return F.linear(x.double(), weight.double(), None if bias is None else bias.double()).to(x.dtype)
 
 
-@pytest.mark.parametrize("rows", [0, 1, SMALL_BATCH_ROWS, SMALL_BATCH_ROWS + 1])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def _cases():
+    for name, kernel in BUILTIN_KERNELS.items():
+        for fmt in kernel.formats:
+            for rows in ROW_THRESHOLDS:
+                if fmt in DTYPES and kernel.supports("cpu", fmt, rows):
+                    yield pytest.param(name, DTYPES[fmt], rows, id=f"{name}-{fmt}-{rows}")
+
+
+@pytest.mark.parametrize(("kernel", "dtype", "rows"), list(_cases()))
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_linear_equals_f_linear_at_the_row_thresholds(fast_half, rows, dtype, with_bias):
+def test_every_kernel_equals_f_linear_at_the_row_thresholds(kernel, dtype, rows, with_bias):
     generator = torch.Generator().manual_seed(rows)
     x = torch.randn(1, rows, 48, generator=generator).to(dtype)
     weight = torch.randn(40, 48, generator=generator).to(dtype)
     bias = torch.randn(40, generator=generator).to(dtype) if with_bias else None
-    out = linear(x, weight, bias)
+    with use_linear_kernel(kernel):
+        out = linear(x, weight, bias)
     assert out.shape == (1, rows, 40) and out.dtype == dtype
     torch.testing.assert_close(out, reference(x, weight, bias), rtol=ULP[dtype], atol=ULP[dtype] * 8)
     torch.testing.assert_close(out, F.linear(x, weight, bias), rtol=2 * ULP[dtype], atol=ULP[dtype] * 16)
 
 
-def test_large_half_weights_are_upcast_in_slices(fast_half):
-    """An output head taller than UPCAST_CHUNK_ROWS goes through the sliced upcast (when emulated)."""
+def test_the_dtypes_and_thresholds_are_all_covered():
+    covered = {(p.values[1], p.values[2]) for p in _cases()}
+    assert covered == {(dtype, rows) for dtype in DTYPES.values() for rows in ROW_THRESHOLDS}
+    assert "upcast_float32" in HALF_PREFILL_KERNELS and len(HALF_PREFILL_KERNELS) >= 2
+
+
+@pytest.mark.parametrize("kernel", HALF_PREFILL_KERNELS)
+def test_tall_half_weights(kernel):
+    """An output head taller than the upcast slice (the upcast kernel converts it a slice at a time)."""
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(SMALL_BATCH_ROWS + 1, 8, generator=generator).to(torch.bfloat16)
-    weight = torch.randn(UPCAST_CHUNK_ROWS + 5, 8, generator=generator).to(torch.bfloat16)
-    bias = torch.randn(UPCAST_CHUNK_ROWS + 5, generator=generator).to(torch.bfloat16)
-    out = linear(x, weight, bias)
+    x = torch.randn(ROW_THRESHOLDS[-1], 8, generator=generator).to(torch.bfloat16)
+    weight = torch.randn(TALL_WEIGHT_ROWS, 8, generator=generator).to(torch.bfloat16)
+    bias = torch.randn(TALL_WEIGHT_ROWS, generator=generator).to(torch.bfloat16)
+    with use_linear_kernel(kernel):
+        out = linear(x, weight, bias)
     torch.testing.assert_close(out, reference(x, weight, bias), rtol=ULP[torch.bfloat16], atol=2**-5)
 
 
@@ -64,7 +86,8 @@ def bf16_checkpoint(tmp_path_factory):
     return save_hf_checkpoint(hf, tmp_path_factory.mktemp("bf16"), bf16=True)
 
 
-def test_bfloat16_logits_match_transformers_bfloat16(bf16_checkpoint, fast_half):
+@pytest.mark.parametrize("kernel", BF16_KERNELS)
+def test_bfloat16_logits_match_transformers_bfloat16(bf16_checkpoint, kernel):
     """Same bfloat16 weights, both libraries computing in bfloat16.
 
     The two differ only in rounding order, so the stated tolerance is relative to how far transformers'
@@ -77,7 +100,8 @@ def test_bfloat16_logits_match_transformers_bfloat16(bf16_checkpoint, fast_half)
         exact = load_hf_model(bf16_checkpoint, dtype=torch.float32)(**inputs).logits
         theirs = load_hf_model(bf16_checkpoint, dtype=torch.bfloat16)(**inputs).logits
         ours_model = vlmzoo.from_pretrained(bf16_checkpoint, dtype=torch.bfloat16, progress=False)
-        ours = ours_model(**inputs).logits
+        with use_linear_kernel(kernel):
+            ours = ours_model(**inputs).logits
     assert ours.dtype == theirs.dtype == torch.bfloat16
     rounding = max_abs_diff(theirs, exact, mask)
     assert 0 < rounding < 0.1 * float(exact[mask.bool()].abs().max())

@@ -79,6 +79,26 @@ def test_logits_match_transformers(hf_models, tmp_path, case, layout):
     assert_same_logits(model, reference, batches(reference.config))
 
 
+def test_without_token_type_ids_the_input_is_prefix(hf_models, tmp_path):
+    """vlmzoo reads input without token_type_ids as prefix (as the checkpoints read a prompt); transformers
+    5 as causal, which token_type_ids of ones reproduce. Labels without token_type_ids are refused."""
+    path = save_hf_checkpoint(hf_models["gemma2-gqa"], tmp_path / "ckpt")
+    model, reference = vlmzoo.from_pretrained(path, progress=False), load_hf_model(path)
+    inputs = make_inputs(model.config, batch=3, suffix=False, seed=2)
+    del inputs["token_type_ids"]
+    mask = inputs["attention_mask"]
+    prefix, causal = torch.zeros_like(mask), torch.ones_like(mask)
+    with torch.no_grad():
+        theirs = reference(**inputs).logits
+        ours = model(**inputs).logits
+        assert max_abs_diff(ours, model(**inputs, token_type_ids=prefix).logits, mask) == 0
+        assert max_abs_diff(model(**inputs, token_type_ids=causal).logits, theirs, mask) < ATOL
+        assert max_abs_diff(ours, theirs, mask) > 0.1
+        with pytest.raises(ValueError, match="labels need token_type_ids"):
+            model(**inputs, labels=inputs["input_ids"])
+        assert model(**inputs, token_type_ids=causal, labels=inputs["input_ids"]).loss is not None
+
+
 def test_sliding_window_is_exercised(hf_models, tmp_path):
     """The Gemma 2 window is shorter than the batch, so a model without one gives other logits."""
     path = save_hf_checkpoint(hf_models["gemma2-gqa"], tmp_path / "ckpt")

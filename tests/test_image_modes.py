@@ -135,3 +135,9 @@ def test_odd_sizes_reach_the_model(ours) -> None:
     for size in [(1, 1), (1, 300), (300, 1), (2, 3)]:
         pixels = ours(images=PIL.Image.new("RGB", size, (255, 0, 0)), prompts="x").pixel_values
         assert pixels.shape == (1, 3, 28, 28) and torch.isfinite(pixels).all()
+
+
+def test_arrays_of_other_kinds_are_refused_before_reading_values() -> None:
+    for dtype in (np.complex64, object):
+        with pytest.raises(ImageLoadError, match="unsupported dtype"):
+            to_rgb_array(np.zeros((3, 3), dtype=dtype))

@@ -88,6 +88,29 @@ def test_builtin_plugins_are_called_only_through_the_hooks():
         assert target[kind].keys() == [e.key for e in live[kind].entries() if e.owner == "vlmzoo"], kind
 
 
+def test_hooks_are_called_through_pluggy():
+    """A hook wrapper runs around the plugin's other implementations, as pluggy calls them (calling the
+    functions directly would only create the wrapper's generator and register nothing)."""
+    seen = []
+
+    class Plugin:
+        @vlmzoo.hookimpl(wrapper=True)
+        def register_components(self, registry):
+            registry.norm.register("wrapped_rms_norm", GemmaRMSNorm)
+            result = yield
+            seen.append("after")
+            return result
+
+        @vlmzoo.hookimpl
+        def register_samplers(self):  # pluggy lets an implementation take fewer arguments than the spec
+            seen.append("samplers")
+
+    with vlmzoo.plugins.plugin_registered(Plugin(), "wrapper-plugin"):
+        assert vlmzoo.get_registries().norm.get("wrapped_rms_norm") is GemmaRMSNorm
+        assert seen == ["after", "samplers"]
+        assert _plugin_info("wrapper-plugin").registered == {"norm": ["wrapped_rms_norm"]}
+
+
 # ------------------------------------------------------------------------------------------- run-time plugins
 
 

@@ -412,12 +412,12 @@ def test_an_interrupted_run_resumes_exactly(tmp_path, data_file, processor, monk
 
 
 def test_boxes_match_one_to_one_by_label_at_iou_one_half():
-    from vlmzoo.training.evaluation import box_iou, match_boxes
+    from vlmzoo.tasks import box_iou, match_objects
 
     assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(1 / 3)
     truth = [("cat", (0, 0, 10, 10)), ("cat", (20, 20, 30, 30)), ("dog", (0, 0, 10, 10))]
     guess = [("cat", (1, 1, 10, 10)), ("cat", (0, 0, 10, 9)), ("dog", (20, 20, 30, 30)), ("cat", (20, 21, 30, 30))]
-    assert match_boxes(guess, truth) == 2  # one of the two boxes on the first cat, and the second cat
+    assert match_objects(guess, truth) == 2  # one of the two boxes on the first cat, and the second cat
 
 
 def test_detection_records_are_scored_through_the_detect_postprocessor(processor):

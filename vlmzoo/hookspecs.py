@@ -27,7 +27,8 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 @hookspec
 def register_components(registry: OwnedRegistries) -> None:
     """Register model components: ``registry.attention``, ``.norm``, ``.mlp``, ``.decoder_block``,
-    ``.vision_encoder``."""
+    ``.vision_encoder``, matrix-product kernels in ``.linear_kernel`` (a `LinearKernel`) and weight-only
+    quantization schemes in ``.quantization`` (a `QuantizationScheme`)."""
 
 
 @hookspec

@@ -23,7 +23,7 @@ class VisionLanguageModel:
     'a cat sleeping on a sofa'
     """
 
-    def __init__(self, model, processor: PaliGemmaProcessor) -> None:
+    def __init__(self, model, processor: PaliGemmaProcessor, *, compile: bool = False) -> None:
         if processor.num_image_tokens != model.config.num_image_tokens:
             raise ValueError(
                 f"the processor lays out {processor.num_image_tokens} image tokens but the model expects "
@@ -31,6 +31,8 @@ class VisionLanguageModel:
             )
         self.model = model
         self.processor = processor
+        #: Whether `generate` and `stream` compile the decode step by default.
+        self.compile = compile
 
     def __repr__(self) -> str:
         return f"VisionLanguageModel({getattr(self.model, 'name_or_path', self.model.config.name)!r})"
@@ -56,6 +58,7 @@ class VisionLanguageModel:
         ``options`` go to `vlmzoo.generation.generate`: ``seed``, ``stop_at_eos``, and sampler options
         such as ``temperature`` or ``top_p``. ``<loc>`` and ``<seg>`` tokens are kept in the text.
         """
+        options.setdefault("compile", self.compile)
         tokens = self.model.generate(
             **self._inputs(images, prompts), max_new_tokens=max_new_tokens, sampler=sampler, **options
         )
@@ -75,6 +78,7 @@ class VisionLanguageModel:
         """Yield pieces of text as tokens are made; joined, they equal `generate`'s answer."""
         if not isinstance(prompt, str):
             raise TypeError("stream() takes one prompt; use generate() for a batch")
+        options.setdefault("compile", self.compile)
         ids: list[int] = []
         shown = ""
         for step in self.model.stream(
@@ -204,17 +208,21 @@ def load(
     token: str | bool | None = None,
     local_files_only: bool = False,
     cache_dir: str | os.PathLike | None = None,
+    quantize: str | None = None,
+    compile: bool = False,
     **options: Any,
 ) -> VisionLanguageModel:
     """Load a checkpoint's model and processor (a local directory or a hub repo id).
 
     The processor is loaded first: a missing or damaged tokenizer is reported before gigabytes of
-    weights are read. ``options`` go to `vlmzoo.from_pretrained` (``torch_dtype``, ``device_map``,
-    ``attn_implementation``, ...).
+    weights are read. ``quantize="int8"`` or ``"int4"`` loads the decoder's weights quantized (see
+    `vlmzoo.from_pretrained`); ``compile=True`` makes generation compile its decode step (see
+    `vlmzoo.generation.stream`). Other ``options`` go to `vlmzoo.from_pretrained` (``torch_dtype``,
+    ``device_map``, ``attn_implementation``, ...).
     """
     from vlmzoo.checkpoints import from_pretrained
 
     where = {"revision": revision, "token": token, "local_files_only": local_files_only, "cache_dir": cache_dir}
     processor = load_processor(path_or_repo_id, **where)
-    model = from_pretrained(path_or_repo_id, dtype=dtype, device=device, **where, **options)
-    return VisionLanguageModel(model, processor)
+    model = from_pretrained(path_or_repo_id, dtype=dtype, device=device, quantize=quantize, **where, **options)
+    return VisionLanguageModel(model, processor, compile=compile)

@@ -21,8 +21,10 @@ from typing import Any
 import pluggy
 
 from vlmzoo import hookspecs
+from vlmzoo.components.linear import forget_kernel_choices
 from vlmzoo.errors import VlmzooError
 from vlmzoo.registry import OwnedRegistries, Registries
+from vlmzoo.variants import check_variants
 
 ENTRY_POINT_GROUP = "vlmzoo"
 HOOKS = ("register_components", "register_variants", "register_samplers", "register_postprocessors")
@@ -112,9 +114,17 @@ def _report(source: _Source, strict: bool, exc: BaseException) -> None:
     warnings.warn(message, PluginWarning, stacklevel=4)
 
 
-def _build(strict: bool) -> tuple[Registries, list[PluginInfo]]:
+def _call_hooks(plugin: Any, name: str, view: OwnedRegistries) -> None:
+    """Run one plugin's hooks through pluggy (wrappers, argument checks and all), in a manager of its own
+    so that what it registers is credited to it alone."""
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
+    manager.register(plugin, name=name)
+    for hook_name in HOOKS:
+        getattr(manager.hook, hook_name)(registry=view)
+
+
+def _build(strict: bool) -> tuple[Registries, list[PluginInfo]]:
     registries = Registries()
     infos: list[PluginInfo] = []
     for source in _sources(strict):
@@ -123,15 +133,11 @@ def _build(strict: bool) -> tuple[Registries, list[PluginInfo]]:
         if source.plugin is None:
             continue
         try:
-            manager.register(source.plugin, name=source.name)
             view = OwnedRegistries(registries, owner=source.distribution)
-            for hook_name in HOOKS:
-                for impl in getattr(manager.hook, hook_name).get_hookimpls():
-                    if impl.plugin_name == source.name:
-                        impl.function(**{arg: view for arg in impl.argnames})
+            _call_hooks(source.plugin, source.name, view)
             added = view.commit()
             try:
-                _check_variants(registries)
+                check_variants(registries)  # a clash fails this plugin (rolled back), not every later lookup
             except Exception:
                 for kind, keys in added.items():
                     for key in keys:
@@ -144,23 +150,6 @@ def _build(strict: bool) -> tuple[Registries, list[PluginInfo]]:
             info.error = source.error = f"failed while registering: {type(exc).__name__}: {exc}"
             _report(source, strict, exc)
     return registries, infos
-
-
-def _check_variants(registries: Registries) -> None:
-    """Variants must be configs, and no alias may shadow another variant's name or alias.
-
-    Checked as each plugin commits, so a clash fails that plugin (and rolls it back) instead of
-    breaking every later `get_config` call.
-    """
-    from vlmzoo.config import PaliGemmaConfig
-    from vlmzoo.zoo import Variant, _aliases, _variants
-
-    for entry in registries.variant.entries():
-        if not isinstance(entry.value, (Variant, PaliGemmaConfig)):
-            raise TypeError(
-                f"variant {entry.key!r} must be a vlmzoo.Variant or a PaliGemmaConfig, got {type(entry.value).__name__}"
-            )
-    _aliases(_variants(registries))
 
 
 def _ensure(strict: bool | None = None) -> tuple[Registries, list[PluginInfo]]:
@@ -196,6 +185,7 @@ def reset() -> None:
     global _state
     with _lock:
         _state = None
+        forget_kernel_choices()
 
 
 def list_plugins() -> list[PluginInfo]:

@@ -20,6 +20,8 @@ KINDS = (
     "sampler",
     "postprocessor",
     "variant",
+    "linear_kernel",
+    "quantization",
 )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -13,16 +12,7 @@ from vlmzoo.config import PaliGemmaConfig
 from vlmzoo.devices import resolve_device
 from vlmzoo.dtypes import default_dtype, resolve_dtype
 from vlmzoo.registry import Registries, UnknownKeyError, close_matches
-
-
-@dataclass(frozen=True)
-class Variant:
-    """A named architecture in the zoo; aliases are extra names that resolve to it."""
-
-    name: str
-    config: PaliGemmaConfig
-    aliases: tuple[str, ...] = ()
-    description: str = ""
+from vlmzoo.variants import Variant, aliases_of, variants_of
 
 
 class UnknownModelError(UnknownKeyError):
@@ -37,37 +27,18 @@ def _registries(registries: Registries | None) -> Registries:
     return get_registries()
 
 
-def _variants(registries: Registries) -> dict[str, Variant]:
-    found = {}
-    for entry in registries.variant.entries():
-        value = entry.value
-        found[entry.key] = value if isinstance(value, Variant) else Variant(entry.key, value)
-    return found
-
-
-def _aliases(variants: dict[str, Variant]) -> dict[str, str]:
-    aliases: dict[str, str] = {}
-    for variant in variants.values():
-        for alias in variant.aliases:
-            taken = aliases.get(alias) or (alias if alias in variants else None)
-            if taken and taken != variant.name:
-                raise ValueError(f"model alias {alias!r} of {variant.name!r} is already taken by {taken!r}")
-            aliases[alias] = variant.name
-    return aliases
-
-
 def list_models(pattern: str | None = None, *, registries: Registries | None = None) -> list[str]:
     """Canonical variant names, sorted; ``pattern`` filters with shell wildcards (``"paligemma2-*"``)."""
-    names = sorted(_variants(_registries(registries)))
+    names = sorted(variants_of(_registries(registries)))
     return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
 
 
 def get_variant(name: str, *, registries: Registries | None = None) -> Variant:
     """The variant called ``name`` or one of its aliases."""
-    variants = _variants(_registries(registries))
-    canonical = _aliases(variants).get(name, name)
+    variants = variants_of(_registries(registries))
+    canonical = aliases_of(variants).get(name, name)
     if canonical not in variants:
-        known = sorted(variants) + sorted(_aliases(variants))
+        known = sorted(variants) + sorted(aliases_of(variants))
         hint = close_matches(name, known)
         suggestion = f" Did you mean {', '.join(map(repr, hint))}?" if hint else ""
         raise UnknownModelError(
@@ -88,11 +59,15 @@ def build(
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
     seed: int | None = None,
+    quantize: str | None = None,
     init_std: float = 0.02,
     registries: Registries | None = None,
     **overrides,
 ):
     """Build a randomly initialised model from a variant name or a config.
+
+    ``quantize="int8"`` or ``"int4"`` quantizes the weights after the random init (see
+    `PaliGemma.quantize`); it needs a real device, not ``"meta"``.
 
     ``device="meta"`` allocates nothing, so any size builds instantly (for inspection, or to load
     weights into with ``load_state_dict(assign=True)``). ``overrides`` change the config first:
@@ -114,10 +89,16 @@ def build(
     with torch.device("meta"), default_dtype(resolve_dtype(dtype)):
         module = PaliGemma(config, registries)
     if device.type == "meta":
+        if quantize is not None:
+            raise ValueError("build(quantize=...) needs weights to quantize; give a device such as 'cpu', not 'meta'")
         return module
     module.to_empty(device=device)
     generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
     init_weights(module, std=init_std, generator=generator)
+    if quantize is not None:
+        from vlmzoo.model.quantize import quantize_model
+
+        quantize_model(module, quantize, registries)
     return module.eval()
 
 

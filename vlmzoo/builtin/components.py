@@ -1,4 +1,5 @@
-"""Built-in components: attention kernels, norms, MLPs, decoder blocks, the SigLIP encoder."""
+"""Built-in components: attention kernels, norms, MLPs, decoder blocks, the SigLIP encoder, linear
+kernels and weight-only quantization schemes."""
 
 from vlmzoo.components import (
     EagerAttention,
@@ -11,6 +12,8 @@ from vlmzoo.components import (
     LayerNorm,
     SdpaAttention,
     SiglipVisionEncoder,
+    linear,
+    quantized,
 )
 from vlmzoo.hookspecs import hookimpl
 
@@ -27,3 +30,7 @@ def register_components(registry):
     registry.decoder_block.register("gemma", GemmaBlock)
     registry.decoder_block.register("gemma2", Gemma2Block)
     registry.vision_encoder.register("siglip", SiglipVisionEncoder)
+    for name, kernel in {**linear.BUILTIN_KERNELS, **quantized.KERNELS}.items():
+        registry.linear_kernel.register(name, kernel)
+    for name, scheme in quantized.SCHEMES.items():
+        registry.quantization.register(name, scheme)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from vlmzoo.config import DecoderConfig, PaliGemmaConfig, ProjectorConfig, VisionConfig
 from vlmzoo.hookspecs import hookimpl
-from vlmzoo.zoo import Variant
+from vlmzoo.variants import Variant
 
 RESOLUTIONS = (224, 448, 896)
 

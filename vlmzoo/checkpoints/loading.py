@@ -162,6 +162,7 @@ def from_pretrained(
     device: torch.device | str | None = None,
     token: str | bool | None = None,
     progress: bool | None = None,
+    quantize: str | None = None,
     registries=None,
     torch_dtype: torch.dtype | str | None = None,
     device_map: str | torch.device | dict | None = None,
@@ -173,8 +174,10 @@ def from_pretrained(
     """Load a PaliGemma or PaliGemma 2 checkpoint from a local directory or a hub repo id.
 
     ``dtype`` defaults to the checkpoint's own (also ``"auto"``); ``device`` to the CPU. Weights are cast
-    as they are assigned. Raises `CheckpointMismatchError` (naming the keys) when weights and config
-    disagree.
+    as they are assigned. ``quantize="int8"`` or ``"int4"`` stores the decoder's weights quantized (see
+    `PaliGemma.quantize`), each weight quantized as soon as it is read, so the peak memory stays close
+    to the quantized model's size. Raises `CheckpointMismatchError` (naming the keys) when weights and
+    config disagree.
 
     The arguments transformers users type work with transformers' meaning: ``torch_dtype`` (an alias
     of ``dtype``), ``device_map`` for one device (``"cpu"``, ``"cuda"``, ``"auto"``),
@@ -184,6 +187,7 @@ def from_pretrained(
     `UnsupportedArgumentError` naming vlmzoo's own quantization option.
     """
     from vlmzoo.checkpoints.hf_arguments import attention_key, check_extra_options, load_device, load_dtype
+    from vlmzoo.model.quantize import check_device, get_scheme, prepare_for_loading
     from vlmzoo.plugins import get_registries
     from vlmzoo.zoo import build
 
@@ -201,16 +205,24 @@ def from_pretrained(
         config = config.replace(vision={"attention": attention}, decoder={"attention": attention})
     files = weight_files(directory)
     target_dtype = requested_dtype or _checkpoint_dtype(config_data, directory / "config.json", files)
+    if quantize is not None:
+        check_device(quantize, get_scheme(quantize, registries), target_device.type)
     model = build(config, device="meta", dtype=target_dtype, registries=registries)
     expected = model.state_dict()
     plan = _plan(files, expected, tied=config.decoder.tie_word_embeddings)
+    quantized = {} if quantize is None else prepare_for_loading(model, quantize, registries)
     state: dict[str, torch.Tensor] = {}
     total = sum(len(keys) for keys in plan.values())
     with progress_bar(total=total, desc="Loading weights", unit="tensor", enabled=progress) as bar:
         for path, keys in plan.items():
             for key, tensor in iter_tensors(path, set(keys), dtype=target_dtype):
                 name = keys[key]
-                state[name] = tensor.to(device=target_device, dtype=_dtype_for(tensor, target_dtype))
+                if name in quantized:
+                    path, scheme = quantized.pop(name)
+                    qweight, scales = scheme.quantize(tensor.to(target_device))
+                    state[f"{path}.qweight"], state[f"{path}.scales"] = qweight, scales
+                else:
+                    state[name] = tensor.to(device=target_device, dtype=_dtype_for(tensor, target_dtype))
                 del tensor
                 bar.update()
     model.load_state_dict(state, strict=True, assign=True)

@@ -53,7 +53,9 @@ def owned_weight_files(directory: str | os.PathLike) -> list[str]:
     return owned
 
 
-def save_pretrained(model, directory: str | os.PathLike, max_shard_size: int | str = "5GB") -> Path:
+def save_pretrained(
+    model, directory: str | os.PathLike, max_shard_size: int | str = "5GB", *, dequantize: bool = False
+) -> Path:
     """Write ``config.json`` and safetensors weights that vlmzoo and transformers both load.
 
     A model transformers cannot build exactly (plugin components, a projector without bias) is saved with
@@ -63,11 +65,26 @@ def save_pretrained(model, directory: str | os.PathLike, max_shard_size: int | s
     The files are written to a staging directory and moved in only once complete; a failure leaves
     ``directory`` as it was. Afterwards only the weight files the previous checkpoint owned (see
     `owned_weight_files`) are removed, if the new checkpoint does not reuse their names.
+
+    The Hugging Face layout has no place for vlmzoo's quantized weights, so a quantized model is saved
+    only with ``dequantize=True`` (weights dequantized to the model's dtype).
     """
+    quantization = getattr(model, "quantization", None)
+    if quantization is not None and not dequantize:
+        raise ValueError(
+            f"the model is quantized ({quantization}) and the Hugging Face layout stores float weights; save the "
+            "float model before quantizing, or pass dequantize=True to write the dequantized weights"
+        )
     directory = Path(directory)
     limit = parse_size(max_shard_size)
     tensors: dict[str, torch.Tensor] = {}
-    for name, tensor in model.state_dict().items():
+    if quantization is not None:
+        from vlmzoo.model.quantize import float_state_dict
+
+        state = float_state_dict(model)
+    else:
+        state = model.state_dict()
+    for name, tensor in state.items():
         if tensor.device.type == "meta":
             raise ValueError(f"cannot save {name}: the model is on the meta device and holds no weights")
         tensors[to_hub_key(name)] = tensor.detach().to("cpu").contiguous()

@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "vlmzoo.cli.generate",
     "vlmzoo.cli.tasks",
     "vlmzoo.cli.train",
+    "vlmzoo.cli.bench",
 )
 
 #: Exit code when the work itself failed (non-finite logits, out of memory).

@@ -105,7 +105,10 @@ def _generate(args: argparse.Namespace) -> int:
         raise ValueError(f"--draw needs a task whose answer has boxes (--task detect or segment), not {prompt!r}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-    vlm = vlmzoo.load(args.model, dtype=args.dtype, device=args.device, revision=args.revision)
+    vlm = vlmzoo.load(
+        args.model, dtype=args.dtype, device=args.device, revision=args.revision, quantize=args.quantize,
+        compile=args.compile,
+    )
     sampler_options = {name: value for name in SAMPLER_OPTIONS if (value := getattr(args, name)) is not None}
     max_new_tokens = args.max_new_tokens or (post.max_new_tokens if post is not None else 64)
     common = dict(max_new_tokens=max_new_tokens, sampler=args.sampler, seed=args.seed, **sampler_options)
@@ -179,4 +182,6 @@ def register(commands) -> None:
     model.add_argument("--dtype", help="float32, bfloat16 or float16 (default: the checkpoint's)")
     model.add_argument("--device", help="e.g. cpu or cuda (default: cpu)")
     model.add_argument("--revision", help="hub revision (branch, tag or commit)")
+    model.add_argument("--quantize", help="weight-only quantization of the decoder: int8 or int4")
+    model.add_argument("--compile", action="store_true", help="compile the decode step (pays off on long outputs)")
     gen.set_defaults(run=_generate)

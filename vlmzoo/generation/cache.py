@@ -29,6 +29,11 @@ class LayerCache:
         self.values = torch.zeros_like(self.keys)
 
     def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.owner.decoding:  # one column after the prefill: the slot arrives as a tensor, so a compiled
+            slots = self.owner.step_slots[self.size]  # step does not depend on the column number
+            self.keys.index_copy_(2, slots, k)
+            self.values.index_copy_(2, slots, v)
+            return self.keys, self.values
         start, count = self.owner.column, k.shape[2]
         seen: tuple[torch.Tensor, torch.Tensor] | None = None
         if start == 0:  # the prefill attends over the prompt itself, not the (possibly shorter) ring
@@ -67,6 +72,9 @@ class KVCache:
             window: torch.full((size,), -1, dtype=torch.long, device=device) for window, size in self.sizes.items()
         }
         self._key_columns = dict(self._slot_columns)
+        #: For a one-column step after the prefill: the slot it writes in a cache of each size (a [1] tensor).
+        self.step_slots: dict[int, torch.Tensor] = {}
+        self.decoding = False
 
     def __getitem__(self, layer: int) -> LayerCache:
         return self.layers[layer]
@@ -85,6 +93,7 @@ class KVCache:
             raise ValueError(f"the cache holds {self.length} columns; cannot add {columns} after {self.column}")
         span = slice(self.column, self.column + columns)
         self.valid[:, span] = True if valid is None else valid
+        self.decoding = columns == 1 and self.column > 0
         chunk = torch.arange(self.column, self.column + columns, device=self.valid.device)
         for window, before in self._slot_columns.items():
             size = self.sizes[window]
@@ -99,6 +108,8 @@ class KVCache:
                 self._key_columns[window] = torch.cat([before, chunk])
             else:
                 self._key_columns[window] = after
+            if self.decoding:
+                self.step_slots[size] = new % size
 
     def advance(self, columns: int) -> None:
         self.column += columns

@@ -29,6 +29,27 @@ class GenerationStep:
     logits: torch.Tensor
 
 
+def decode_step(decoder, tokens: torch.Tensor, masks, positions: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    """One token per row through the decoder, reading and filling ``cache``: the logits [B, V].
+
+    Everything that changes from step to step arrives as a tensor (the cache's slot for this column
+    included), so one compiled graph serves every step of a run.
+    """
+    hidden = decoder(decoder.embed(tokens[:, None]), masks, positions, cache)
+    return decoder.logits(hidden[:, -1])
+
+
+_compiled_step = None
+
+
+def compiled_decode_step():
+    """`decode_step` under ``torch.compile`` (compiled once per process, on first use, for each shape)."""
+    global _compiled_step
+    if _compiled_step is None:
+        _compiled_step = torch.compile(decode_step)
+    return _compiled_step
+
+
 def _stop_ids(eos_token_id: int | Sequence[int] | None, default: Sequence[int], device: torch.device) -> torch.Tensor:
     ids = default if eos_token_id is None else [eos_token_id] if isinstance(eos_token_id, int) else eos_token_id
     return torch.tensor(list(ids), dtype=torch.long, device=device)
@@ -54,6 +75,7 @@ def stream(
     eos_token_id: int | Sequence[int] | None = None,
     pad_token_id: int | None = None,
     seed: int | None = None,
+    compile: bool = False,
     **sampler_options,
 ) -> Iterator[GenerationStep]:
     """Yield a `GenerationStep` as each token is made; stops when every row has stopped.
@@ -61,6 +83,8 @@ def stream(
     Raises before any work when ``max_new_tokens`` with the prompt exceeds the model's positions, and
     `GenerationError` as soon as the logits are not finite. ``do_sample``, ``temperature``, ``top_k``,
     ``top_p`` and ``num_beams`` also take transformers' meaning (see `vlmzoo.generation.checks`).
+    ``compile=True`` runs the decode steps through `torch.compile` (the first step, and the prefill,
+    stay eager); the first run pays the compilation, and later runs of the same shapes reuse it.
     """
     sampler, sampler_options = hf_sampler_arguments(sampler, sampler_options)
     check_max_new_tokens(max_new_tokens, input_ids.shape[-1], model.config.decoder.max_position_embeddings)
@@ -107,9 +131,9 @@ def stream(
             return
         with torch.inference_mode():
             cache.begin(1)
-            hidden = decoder(decoder.embed(tokens[:, None]), cache.decode_masks(), positions, cache)
+            step = compiled_decode_step() if compile and index > 0 else decode_step
+            logits = step(decoder, tokens, cache.decode_masks(), positions, cache)
             cache.advance(1)
-            logits = decoder.logits(hidden[:, -1])
             check_finite(logits, index + 1, prepared.embeds.dtype)
             positions = positions + 1
 
@@ -128,6 +152,7 @@ def generate(
     pad_token_id: int | None = None,
     seed: int | None = None,
     callback: Callable[[GenerationStep], None] | None = None,
+    compile: bool = False,
     **sampler_options,
 ) -> torch.Tensor:
     """The new tokens only, [B, n]; rows that stopped early are padded with the pad token."""
@@ -144,6 +169,7 @@ def generate(
         eos_token_id=eos_token_id,
         pad_token_id=pad_token_id,
         seed=seed,
+        compile=compile,
         **sampler_options,
     ):
         columns.append(step.tokens)

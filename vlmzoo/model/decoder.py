@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vlmzoo.components.linear import Linear, linear
@@ -37,8 +36,8 @@ class GemmaDecoder(nn.Module):
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Token embeddings times sqrt(hidden), the scale rounded to the weights' dtype as Gemma does."""
-        weight = self.embed_tokens.weight
-        return F.embedding(input_ids, weight) * torch.tensor(self.config.hidden_size**0.5, dtype=weight.dtype)
+        rows = self.embed_tokens(input_ids)
+        return rows * torch.tensor(self.config.hidden_size**0.5, dtype=rows.dtype)
 
     def forward(
         self,
@@ -55,8 +54,12 @@ class GemmaDecoder(nn.Module):
         return self.norm(x)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        weight = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        logits = linear(hidden, weight)
+        if self.lm_head is not None:
+            logits = self.lm_head(hidden)
+        elif isinstance(self.embed_tokens, nn.Embedding):
+            logits = linear(hidden, self.embed_tokens.weight)
+        else:  # a quantized embedding serves as its own tied head
+            logits = self.embed_tokens.project(hidden)
         cap = self.config.final_logit_softcap
         if cap is not None:
             logits = torch.tanh(logits / cap) * cap

@@ -25,7 +25,8 @@ def attention_mask(
         q_columns: [Tq] or [B, Tq] column of each query.
         k_columns: [Tk] or [B, Tk] column of each key (a ring buffer's slots may be out of order).
         key_valid: [B, Tk] False for padding keys and empty cache slots.
-        q_prefix / k_prefix: [B, Tq] / [B, Tk] True for real prefix tokens (token_type 0).
+        q_prefix: [B, Tq] True for queries that are real prefix tokens (token_type 0).
+        k_prefix: [B, Tk] True for keys that are real prefix tokens.
         window: sliding window of the layer, None for full attention.
     """
     q = q_columns[..., :, None]

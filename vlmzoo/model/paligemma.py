@@ -51,24 +51,43 @@ class PaliGemma(nn.Module):
         self.vision_tower = registries.vision_encoder.get(vision.kind)(vision, vision_parts)
         self.multi_modal_projector = Projector(config.projector)
         self.language_model = GemmaDecoder(config.decoder, registries)
+        #: The weight-only quantization scheme applied (``"int8"``, ``"int4"``), or None.
+        self.quantization: str | None = None
 
     @property
     def device(self) -> torch.device:
-        return self.language_model.embed_tokens.weight.device
+        embed = self.language_model.embed_tokens
+        return embed.weight.device if isinstance(embed, nn.Embedding) else embed.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.language_model.embed_tokens.weight.dtype
+        """The floating-point dtype of the activations (and of the weights that are not quantized)."""
+        embed = self.language_model.embed_tokens
+        return embed.weight.dtype if isinstance(embed, nn.Embedding) else embed.dtype
 
     def num_parameters(self) -> int:
         """Parameters counted once each (the tied output head shares the embedding)."""
         return sum(p.numel() for p in self.parameters())
 
-    def save_pretrained(self, directory, max_shard_size: int | str = "5GB"):
-        """Write config.json and safetensors in the Hugging Face layout (transformers loads it too)."""
+    def save_pretrained(self, directory, max_shard_size: int | str = "5GB", *, dequantize: bool = False):
+        """Write config.json and safetensors in the Hugging Face layout (transformers loads it too).
+
+        A quantized model is refused unless ``dequantize=True``, which writes its dequantized weights in
+        the model's dtype (a float checkpoint that carries the quantization error).
+        """
         from vlmzoo.checkpoints.saving import save_pretrained
 
-        return save_pretrained(self, directory, max_shard_size=max_shard_size)
+        return save_pretrained(self, directory, max_shard_size=max_shard_size, dequantize=dequantize)
+
+    def quantize(self, scheme: str = "int8") -> PaliGemma:
+        """Quantize the weights in place (``"int8"``, ``"int4"`` or a plugin's scheme); returns the model.
+
+        The decoder's linear layers use ``scheme``, the output head int8; the vision tower, projector,
+        norms and biases stay in floating point. See `vlmzoo.model.quantize`.
+        """
+        from vlmzoo.model.quantize import quantize_model
+
+        return quantize_model(self, scheme)
 
     def generate(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         """Generate new tokens [B, n] after the prompt; see `vlmzoo.generation.generate` for the options
@@ -137,10 +156,18 @@ class PaliGemma(nn.Module):
     ) -> PaliGemmaOutput:
         """Logits for every position (or the last ``logits_to_keep``), and the loss given ``labels``.
 
-        Without ``token_type_ids`` the whole input is prefix (bidirectional); positions with
+        Without ``token_type_ids`` the whole input is prefix (bidirectional), as the checkpoints read a
+        prompt (transformers reads it as causal: pass ``token_type_ids`` of ones for that). Positions with
         ``attention_mask`` 0 are never attended to. ``labels`` use -100 for positions without loss and
-        are shifted inside, as in Hugging Face models.
+        are shifted inside, as in Hugging Face models; they need ``token_type_ids``, since through a
+        whole-prefix mask every position would see the tokens it is trained to predict.
         """
+        if labels is not None and token_type_ids is None:
+            raise ValueError(
+                "labels need token_type_ids (0 for the prefix, 1 for the suffix the loss is on): without them "
+                "the whole input is prefix, attended both ways, and each position would see its own target. "
+                "Build training batches with the processor's suffixes=, which returns both."
+            )
         prepared = self.prepare(input_ids, pixel_values, attention_mask, token_type_ids)
         hidden = self.language_model(prepared.embeds, self.masks(prepared), prepared.positions)
         if logits_to_keep:

@@ -118,6 +118,8 @@ def _array_to_uint8(array: np.ndarray, what: str) -> np.ndarray:
         return array
     if array.dtype == np.bool_:
         return array.astype(np.uint8) * 255
+    if array.dtype.kind not in "uif":
+        raise ImageLoadError(f"{what} has unsupported dtype {array.dtype}; use uint8, uint16 or float.")
     if array.size == 0:
         raise ImageLoadError(f"{what} is empty (shape {tuple(array.shape)}).")
     if array.dtype.kind == "u" and array.dtype.itemsize == 2:  # 16-bit pixels (16-bit PNG / TIFF): 65535 is white

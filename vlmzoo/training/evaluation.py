@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from vlmzoo.processing import PaliGemmaProcessor, load_image
+from vlmzoo.tasks import get_postprocessor, match_objects
 from vlmzoo.training.data import Collator, Record, RecordDataset, load_records, validate
 from vlmzoo.training.distributed import ProcessGroup
 from vlmzoo.training.loss import SuffixLoss, count_targets
@@ -52,54 +53,12 @@ def evaluate_loss(
     return total / max(count, 1.0)
 
 
-IOU_THRESHOLD = 0.5
-
-
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two (x0, y0, x1, y1) boxes."""
-    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = width * height
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def match_boxes(
-    predicted: Sequence[tuple[str, Sequence[float]]],
-    true: Sequence[tuple[str, Sequence[float]]],
-    threshold: float = IOU_THRESHOLD,
-) -> int:
-    """True positives: one-to-one matches of (label, box) pairs of the same label with IoU >= threshold,
-    the most overlapping pairs first."""
-    pairs = sorted(
-        (
-            (box_iou(p_box, t_box), i, j)
-            for i, (p_label, p_box) in enumerate(predicted)
-            for j, (t_label, t_box) in enumerate(true)
-            if p_label == t_label
-        ),
-        reverse=True,
-    )
-    used_p, used_t = set(), set()
-    for iou, i, j in pairs:
-        if iou < threshold:
-            break
-        if i not in used_p and j not in used_t:
-            used_p.add(i)
-            used_t.add(j)
-    return len(used_p)
-
-
 def detect_postprocessor() -> Any | None:
-    """The ``detect`` task post-processor, or None where no such task is registered."""
-    import vlmzoo
+    """The ``detect`` task post-processor, or None where a plugin set-up has no such task registered."""
     from vlmzoo.registry import UnknownKeyError
 
-    get = getattr(vlmzoo, "get_postprocessor", None)
-    if get is None:
-        return None
     try:
-        return get("detect")
+        return get_postprocessor("detect")
     except UnknownKeyError:
         return None
 
@@ -142,7 +101,7 @@ def detection_scores(
         for record, text in zip(chunk, processor.batch_decode(tokens), strict=True):
             guess = [(o.label, o.box) for o in post.parse(text, image_size=size).objects]
             truth = [(o.label, o.box) for o in post.parse(record.suffix, image_size=size).objects]
-            found += match_boxes(guess, truth)
+            found += match_objects(guess, truth)
             predicted += len(guess)
             true += len(truth)
     found, predicted, true, examples = group.sum([found, predicted, true, len(mine)])

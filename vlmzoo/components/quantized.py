@@ -1,0 +1,304 @@
+"""Weight-only quantization: schemes, their kernels, and the modules that hold quantized weights.
+
+A decode step reads every weight once, so its speed is bounded by weight bytes ÷ memory bandwidth:
+int8 weights halve the bytes of bfloat16 and int4 quarter them. Activations stay in floating point
+(the products run in bfloat16, accumulating in float32), so only the weights lose precision.
+
+Two schemes are built in, each a `QuantizationScheme` in the ``quantization`` registry:
+
+* ``int8``: symmetric, one scale per output row (per channel), run by PyTorch's
+  ``_weight_int8pack_mm`` (CPU and CUDA) or by dequantizing slices for large row counts;
+* ``int4``: asymmetric in groups of 128 inputs with a scale and zero point per group, packed for
+  PyTorch's CPU kernel ``_weight_int4pack_mm_for_cpu`` (CPU only).
+
+These are PyTorch's own operators, the ones torchao's weight-only configs reach on CPUs after
+``torch.compile``; called directly they are fast in eager mode too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlmzoo.components.linear import LinearKernel, linear
+
+#: Rows quantized (and dequantized) at a time, so a float32 copy of a whole large weight is never made.
+CHUNK_ROWS = 16384
+INT4_GROUP_SIZE = 128
+
+
+@dataclass(frozen=True)
+class QuantizationScheme:
+    """How to store a weight [out, in] in fewer bits, and how to get a float weight back.
+
+    ``quantize(weight)`` returns ``(qweight, scales)`` on the weight's device; ``dequantize(qweight,
+    scales, dtype)`` returns the float weight [out, in]; ``packed_shapes(out, in)`` gives the shapes and
+    dtypes of ``(qweight, scales)`` without computing them (for building on the meta device);
+    ``accepts(out, in)`` says whether a weight of that shape can be stored; ``devices`` lists the device
+    types with a kernel. The scheme's registry key is also the weight format its kernels handle.
+    """
+
+    quantize: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    dequantize: Callable[[torch.Tensor, torch.Tensor, torch.dtype], torch.Tensor]
+    packed_shapes: Callable[[int, int], tuple[tuple[tuple[int, ...], torch.dtype], tuple[tuple[int, ...], torch.dtype]]]
+    accepts: Callable[[int, int], bool]
+    devices: tuple[str, ...]
+    bits: int
+    description: str = ""
+
+
+# ---- int8, one scale per output row --------------------------------------------------------------
+
+
+def quantize_int8(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 with a scale per row: ``weight ≈ qweight * scales[:, None]``.
+
+    The scales are bfloat16, the dtype the int8 kernel takes, and the integers are computed against
+    the rounded scale (nudged up so the largest weight still fits), so storing them costs no accuracy.
+    """
+    qweight = torch.empty(weight.shape, dtype=torch.int8, device=weight.device)
+    scales = torch.empty(weight.shape[0], dtype=torch.bfloat16, device=weight.device)
+    for i in range(0, weight.shape[0], CHUNK_ROWS):
+        chunk = weight[i : i + CHUNK_ROWS].float()
+        scale = (chunk.abs().amax(dim=1) / 127 * (1 + 2**-8)).clamp(min=1e-30).to(torch.bfloat16)
+        qweight[i : i + CHUNK_ROWS] = (chunk / scale.float()[:, None]).round_().clamp_(-127, 127).to(torch.int8)
+        scales[i : i + CHUNK_ROWS] = scale
+    return qweight, scales
+
+
+def dequantize_int8(qweight: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return (qweight.float() * scales.float()[:, None]).to(dtype)
+
+
+def int8_weight_only(x, qweight, bias=None, scales=None):
+    """PyTorch's int8 weight-only product; activations run in bfloat16."""
+    rows = x.numel() // x.shape[-1]
+    flat = x.reshape(rows, x.shape[-1]).to(torch.bfloat16)
+    if scales.dtype != torch.bfloat16:  # after a model.to(dtype); stored scales are bfloat16 already
+        scales = scales.to(torch.bfloat16)
+    out = torch.ops.aten._weight_int8pack_mm(flat, qweight, scales).to(x.dtype)
+    if bias is not None:
+        out = out + bias
+    return out.reshape(*x.shape[:-1], qweight.shape[0])
+
+
+def int8_dequantized(x, qweight, bias=None, scales=None):
+    """Dequantize a slice of rows at a time (one fused pass: int8 times the scale, in ``x``'s dtype) and run
+    the float product: prefill-sized products then use the fast float kernels (AMX, for one)."""
+    pieces = [
+        F.linear(
+            x,
+            qweight[i : i + CHUNK_ROWS] * scales[i : i + CHUNK_ROWS, None].to(x.dtype),
+            None if bias is None else bias[i : i + CHUNK_ROWS],
+        )
+        for i in range(0, qweight.shape[0], CHUNK_ROWS)
+    ]
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
+
+
+INT8 = QuantizationScheme(
+    quantize=quantize_int8,
+    dequantize=dequantize_int8,
+    packed_shapes=lambda out, inp: (((out, inp), torch.int8), ((out,), torch.bfloat16)),
+    accepts=lambda out, inp: True,
+    devices=("*",),
+    bits=8,
+    description="int8 weights, one scale per output row",
+)
+
+
+# ---- int4, groups of 128 inputs, packed for the CPU kernel -------------------------------------------
+
+
+def _int4_group_size(in_features: int) -> int | None:
+    for size in (INT4_GROUP_SIZE, 64, 32):
+        if in_features % size == 0:
+            return size
+    return None
+
+
+def int4_accepts(out_features: int, in_features: int) -> bool:
+    return out_features % 16 == 0 and _int4_group_size(in_features) is not None
+
+
+def quantize_int4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Asymmetric int4 per group of inputs; returns the CPU-packed weight [out, in/2] (uint8) and the
+    bfloat16 scales and zero points [in/group, out, 2], with ``w ≈ (q - 8) * scale + zero``."""
+    out_features, in_features = weight.shape
+    group = _int4_group_size(in_features)
+    if group is None or out_features % 16:
+        raise ValueError(f"int4 needs out_features divisible by 16 and in_features by 32, got {list(weight.shape)}")
+    grouped = weight.float().reshape(out_features, in_features // group, group)
+    low = grouped.amin(dim=-1, keepdim=True)
+    high = grouped.amax(dim=-1, keepdim=True)
+    scale = ((high - low) / 15).clamp(min=1e-6)
+    q = ((grouped - low) / scale).round_().clamp_(0, 15).to(torch.int32).reshape(out_features, in_features)
+    zero = low + 8 * scale
+    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
+    scales_and_zeros = torch.cat([scale, zero], dim=-1).transpose(0, 1).contiguous().to(torch.bfloat16)
+    return packed, scales_and_zeros
+
+
+def int4_cpu(x, packed, bias=None, scales=None):
+    """PyTorch's CPU int4 product (group-wise scales and zero points); activations run in bfloat16."""
+    rows = x.numel() // x.shape[-1]
+    in_features = x.shape[-1]
+    flat = x.reshape(rows, in_features).to(torch.bfloat16)
+    group = in_features // scales.shape[0]
+    if scales.dtype != torch.bfloat16:  # after a model.to(dtype); stored scales are bfloat16 already
+        scales = scales.to(torch.bfloat16)
+    out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, packed, group, scales).to(x.dtype)
+    if bias is not None:
+        out = out + bias
+    return out.reshape(*x.shape[:-1], packed.shape[0])
+
+
+def dequantize_int4(packed: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The float weight, recovered by running the kernel on the identity matrix (the packing is opaque)."""
+    in_features = packed.shape[1] * 2
+    eye = torch.eye(in_features, dtype=torch.bfloat16, device=packed.device)
+    group = in_features // scales.shape[0]
+    return torch.ops.aten._weight_int4pack_mm_for_cpu(eye, packed, group, scales).T.to(dtype).contiguous()
+
+
+def _int4_packed_shapes(out_features: int, in_features: int):
+    group = _int4_group_size(in_features) or INT4_GROUP_SIZE
+    return ((out_features, in_features // 2), torch.uint8), ((in_features // group, out_features, 2), torch.bfloat16)
+
+
+_HAS_INT4_CPU = hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu")
+
+INT4 = QuantizationScheme(
+    quantize=quantize_int4,
+    dequantize=dequantize_int4,
+    packed_shapes=_int4_packed_shapes,
+    accepts=int4_accepts,
+    devices=("cpu",) if _HAS_INT4_CPU else (),
+    bits=4,
+    description="int4 weights in groups of 128 inputs with scales and zero points (CPU)",
+)
+
+SCHEMES = {"int8": INT8, "int4": INT4}
+
+KERNELS = {
+    "int8_weight_only": LinearKernel(
+        int8_weight_only,
+        ("int8",),
+        devices=("cpu", "cuda"),
+        max_rows=32,  # a matrix-vector kernel: several times slower than dequantizing for a prefill
+        priority=1,
+        description="PyTorch's int8 weight-only",
+    ),
+    "int8_dequantized": LinearKernel(int8_dequantized, ("int8",), description="dequantize slices, float product"),
+    "int4_cpu": LinearKernel(int4_cpu, ("int4",), devices=("cpu",), priority=1, description="PyTorch's CPU int4"),
+}
+
+
+# ---- modules ---------------------------------------------------------------------------------------
+
+
+class QuantizedLinear(nn.Module):
+    """A `Linear` whose weight is stored by a quantization scheme (buffers ``qweight`` and ``scales``).
+
+    The bias, when there is one, stays in floating point.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        scheme: str,
+        packed_shapes,
+        bias: bool = False,
+        *,
+        device=None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.scheme = in_features, out_features, scheme
+        (qshape, qdtype), (sshape, sdtype) = packed_shapes
+        self.register_buffer("qweight", torch.empty(qshape, dtype=qdtype, device=device))
+        self.register_buffer("scales", torch.empty(sshape, dtype=sdtype, device=device))
+        self.bias = nn.Parameter(torch.empty(out_features, device=device, dtype=dtype)) if bias else None
+
+    @classmethod
+    def from_float(cls, module: nn.Linear, name: str, scheme: QuantizationScheme) -> QuantizedLinear:
+        """Quantize ``module``'s weight with ``scheme`` (registered as ``name``)."""
+        weight = module.weight.detach()
+        quantized = cls(
+            module.in_features,
+            module.out_features,
+            name,
+            scheme.packed_shapes(module.out_features, module.in_features),
+            bias=module.bias is not None,
+            device="meta",
+        )
+        quantized.qweight, quantized.scales = scheme.quantize(weight)
+        if module.bias is not None:
+            quantized.bias = nn.Parameter(module.bias.detach(), requires_grad=False)
+        return quantized
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, scheme={self.scheme!r}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.qweight, self.bias, self.scales, format=self.scheme)
+
+
+class QuantizedEmbedding(nn.Module):
+    """A token embedding stored as int8 with one scale per token, also serving as the tied output head.
+
+    Per-row int8 of the embedding is per-output-channel int8 of the tied head, so one int8 copy serves
+    both: rows are dequantized on lookup, and `project` runs the head on the int8 kernel.
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, dtype: torch.dtype, device=None) -> None:
+        super().__init__()
+        self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
+        self._dtype = dtype
+        self.register_buffer("qweight", torch.empty(num_embeddings, embedding_dim, dtype=torch.int8, device=device))
+        self.register_buffer("scales", torch.empty(num_embeddings, dtype=torch.bfloat16, device=device))
+
+    @classmethod
+    def from_float(cls, module: nn.Embedding) -> QuantizedEmbedding:
+        quantized = cls(module.num_embeddings, module.embedding_dim, module.weight.dtype, device="meta")
+        quantized.qweight, quantized.scales = quantize_int8(module.weight.detach())
+        return quantized
+
+    @property
+    def device(self) -> torch.device:
+        return self.qweight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the embeddings it returns (the model's activation dtype)."""
+        return self._dtype
+
+    def _apply(self, fn, recurse=True):
+        # Follow casts such as model.float() the way a float weight would: apply the cast to a probe.
+        self._dtype = fn(torch.empty(0, dtype=self._dtype)).dtype
+        return super()._apply(fn, recurse)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, scheme='int8', dtype={self.dtype}"
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        rows = self.qweight[input_ids].float() * self.scales[input_ids].float()[..., None]
+        return rows.to(self.dtype)
+
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``hidden @ embedding.T``: the tied output head."""
+        return linear(hidden, self.qweight, None, self.scales, format="int8")
+
+    def dequantized(self) -> torch.Tensor:
+        return dequantize_int8(self.qweight, self.scales, self.dtype)
+
+
+def packed_nbytes(module: nn.Module) -> int:
+    """Bytes of a module's parameters and buffers, as stored (quantized weights count their packed size)."""
+    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+
