@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from collections import Counter
@@ -25,22 +24,10 @@ import torch
 
 import vlmzoo
 from vlmzoo.data import shapes
+from vlmzoo.tasks import match_objects
 
 #: The quality the bundled model must reach (precision and recall for detection, accuracy for captions).
 QUALITY_BARS = {"detect_shape": 0.9, "detect_colour_shape": 0.8, "detect_two_shapes": 0.9, "caption": 0.8}
-
-_OBJECT = re.compile(r"<loc(\d{4})><loc(\d{4})><loc(\d{4})><loc(\d{4})>\s*([^;<]*)")
-
-
-def parse_detections(text: str, image_size: tuple[int, int]) -> list[tuple[str, tuple[float, float, float, float]]]:
-    """(label, pixel box) for each object in a detect answer, decoding bins as big_vision does (/1023)."""
-    width, height = image_size
-    found = []
-    for match in _OBJECT.finditer(text):
-        y0, x0, y1, x1 = (int(v) / 1023 for v in match.groups()[:4])
-        found.append((match.group(5).strip(), (x0 * width, y0 * height, x1 * width, y1 * height)))
-    return found
-
 
 def evaluate(
     vlm: vlmzoo.VisionLanguageModel, seed: int = 1000, num_images: int = 200, size: int = 224, batch_size: int = 32
@@ -52,6 +39,7 @@ def evaluate(
     """
     scenes = shapes.make_records(seed, num_images, size=size)
     items = [(scene, record) for scene, records in scenes for record in records]
+    detect = vlmzoo.get_postprocessor("detect")  # big_vision's bins (/1023), as the data is written
     tallies: dict[str, Counter] = {kind: Counter() for kind in shapes.PROMPT_KINDS}
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
@@ -65,8 +53,8 @@ def evaluate(
                 continue
             queries = record.prefix.removeprefix("detect ").split(" ; ")
             expected = shapes.expected_objects(scene, queries)
-            predicted = parse_detections(answer, scene.size)
-            tally["true_positives"] += shapes.match_objects(predicted, expected)
+            predicted = [(obj.label, obj.box) for obj in detect.parse(answer, image_size=scene.size).objects]
+            tally["true_positives"] += match_objects(predicted, expected)
             tally["predicted"] += len(predicted)
             tally["objects"] += len(expected)
     results: dict[str, dict[str, float]] = {}

@@ -36,3 +36,21 @@ def test_a_config_file_keeps_a_generator_table(tmp_path):
     config = TrainingConfig.from_file(path)
     assert config.train_data == {"generator": "shapes", "seed": 0, "images": 2, "size": 64}
     assert TrainingConfig.model_validate_json(config.to_json()) == config
+
+
+def test_init_std_sets_the_spread_of_random_weights():
+    import torch
+
+    import vlmzoo
+
+    narrow = vlmzoo.build("shapes-demo", seed=0)
+    wide = vlmzoo.build("shapes-demo", seed=0, init_std=0.1)
+    for model, std in ((narrow, 0.02), (wide, 0.1)):
+        weight = model.language_model.layers[0].mlp.gate_proj.weight
+        assert weight.std().item() == pytest.approx(std, rel=0.05)
+    assert torch.equal(wide.language_model.layers[0].mlp.gate_proj.weight, vlmzoo.build(
+        "shapes-demo", seed=0, init_std=0.1).language_model.layers[0].mlp.gate_proj.weight)
+    with pytest.raises(ValueError, match="init_std must be positive"):
+        vlmzoo.build("shapes-demo", init_std=0)
+    with pytest.raises(ValueError, match="init_std only applies with init='random'"):
+        TrainingConfig(model="x", init_std=0.1, output_dir="o", max_steps=1, batch_size=1)

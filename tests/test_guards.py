@@ -152,3 +152,15 @@ def test_load_finds_the_missing_tokenizer_before_reading_weights(tmp_path, monke
     monkeypatch.setattr("vlmzoo.checkpoints.loading.iter_tensors", no_read)
     with pytest.raises(FileNotFoundError, match="missing tokenizer.json"):
         vlmzoo.load(tmp_path / "ckpt")
+
+
+def test_finite_check_has_no_false_alarm_when_a_row_sum_overflows():
+    from vlmzoo.generation.checks import check_finite
+
+    large = torch.full((2, 4096), 3e4, dtype=torch.float16)  # every logit finite, the row sum is not in float16
+    check_finite(large, 1, torch.float16)
+    huge = torch.full((1, 8), 3e38)  # a float32 row sum that overflows
+    check_finite(huge, 1, torch.float32)
+    large[1, 7] = float("nan")
+    with pytest.raises(vlmzoo.GenerationError, match=r"row\(s\) \[1\]"):
+        check_finite(large, 1, torch.float16)

@@ -233,6 +233,7 @@ def test_tokenizer_json_of_the_wrong_shape(processor_dir):
         ("resample", 99, "resampling filter"),
         ("do_convert_rgb", "yes", "true or false"),
         ("size", {"height": "224", "width": 224}, "positive integers"),
+        ("do_resize", False, "resized to a fixed size"),
     ],
 )
 def test_processor_config_field_is_named(processor_dir, field, value, problem):

@@ -14,6 +14,7 @@ import pytest
 from vlmzoo.data import shapes
 from vlmzoo.data.shapes_tokenizer import build_tokenizer
 from vlmzoo.processing import IGNORE_INDEX, PaliGemmaProcessor
+from vlmzoo.tasks import box_iou
 
 LOC = re.compile(r"<loc(\d{4})>")
 
@@ -44,7 +45,7 @@ def test_scenes_follow_the_rules(size):
             assert shape.kind in shapes.KINDS and shape.colour in shapes.COLOURS
         for i, a in enumerate(scene.shapes):
             for b in scene.shapes[i + 1 :]:
-                assert shapes.box_iou(a.box, b.box) == 0
+                assert box_iou(a.box, b.box) == 0
         assert [s.box[1] for s in scene.shapes] == sorted(s.box[1] for s in scene.shapes)
     assert set(counts) == {1, 2, 3}
 
@@ -134,15 +135,6 @@ def test_records_cover_every_prompt_kind_with_answers_and_empty_answers():
             else:
                 assert len(queries) == 2 and queries[0] != queries[1]
     assert all(0.05 < empty[k] / kinds[k] < 0.8 for k in ("detect_shape", "detect_colour_shape", "detect_two_shapes"))
-
-
-def test_match_objects_pairs_one_to_one_by_label_and_iou():
-    truth = [("circle", (0, 0, 10, 10)), ("circle", (20, 20, 30, 30))]
-    assert shapes.match_objects(truth, truth) == 2
-    assert shapes.match_objects([("circle", (0, 0, 10, 10))] * 2, truth) == 1  # a duplicate scores once
-    assert shapes.match_objects([("square", (0, 0, 10, 10))], truth) == 0  # wrong label
-    assert shapes.match_objects([("circle", (5, 0, 15, 10))], truth) == 0  # IoU 1/3
-    assert shapes.match_objects([("circle", (2, 0, 12, 10))], truth) == 1  # IoU 2/3
 
 
 def test_write_dataset_writes_fine_tuning_jsonl(tmp_path):

@@ -12,9 +12,23 @@ from test_training import data_file, processor, processor_dir  # noqa: F401  (fi
 from tiny_tokenizer import TINY_VOCAB_SIZE
 
 import vlmzoo
+from vlmzoo.components.linear import forget_kernel_choices
 from vlmzoo.training import TrainingConfig, run
 
-pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in")
+pytestmark = [
+    pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not built in"),
+    # The same arithmetic in both runs: one thread each (torchrun starts its workers with one) and the
+    # linear kernels chosen by priority, not by a timing that may differ from process to process.
+    pytest.mark.usefixtures("single_thread", "fixed_linear_kernels"),
+]
+
+
+@pytest.fixture
+def fixed_linear_kernels(monkeypatch):
+    monkeypatch.setenv("VLMZOO_LINEAR_CALIBRATION", "0")
+    forget_kernel_choices()
+    yield
+    forget_kernel_choices()
 
 
 def write_config(path, processor_dir, processor, **options):  # noqa: F811

@@ -60,6 +60,7 @@ def build(
     dtype: torch.dtype | str | None = None,
     seed: int | None = None,
     quantize: str | None = None,
+    init_std: float = 0.02,
     registries: Registries | None = None,
     **overrides,
 ):
@@ -71,11 +72,15 @@ def build(
     ``device="meta"`` allocates nothing, so any size builds instantly (for inspection, or to load
     weights into with ``load_state_dict(assign=True)``). ``overrides`` change the config first:
     ``build("paligemma2-224", decoder={"num_layers": 2})`` or ``decoder__num_layers=2``.
+    ``init_std`` is the standard deviation of the normal weights (see `init_weights`): 0.02 suits
+    large models; small models trained from scratch learn much faster from a larger one.
     """
     from vlmzoo.model.paligemma import PaliGemma
 
     if not isinstance(model, (str, PaliGemmaConfig)):
         raise TypeError(f"build() takes a model name or a PaliGemmaConfig, got {type(model).__name__}")
+    if not init_std > 0:
+        raise ValueError(f"init_std must be positive, got {init_std}")
     device = resolve_device(device)
     registries = _registries(registries)
     config = model if isinstance(model, PaliGemmaConfig) else get_config(model, registries=registries)
@@ -89,7 +94,7 @@ def build(
         return module
     module.to_empty(device=device)
     generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
-    init_weights(module, generator=generator)
+    init_weights(module, std=init_std, generator=generator)
     if quantize is not None:
         from vlmzoo.model.quantize import quantize_model
 

@@ -54,10 +54,11 @@ def tiny(name: str, decoder: DecoderConfig) -> PaliGemmaConfig:
 SHAPES_DEMO_TOKENS = {"vocab_size": 1664, "image_token_id": 1610}
 SHAPES_DEMO = PaliGemmaConfig(
     name="shapes-demo",
-    vision=VisionConfig(image_size=64, patch_size=8, hidden_size=96, intermediate_size=384, num_layers=2, num_heads=4),
-    projector=ProjectorConfig(input_size=96, output_size=128),
+    vision=VisionConfig(image_size=64, patch_size=16, hidden_size=192, intermediate_size=768, num_layers=2,
+                        num_heads=4),
+    projector=ProjectorConfig(input_size=192, output_size=128),
     decoder=DecoderConfig(vocab_size=SHAPES_DEMO_TOKENS["vocab_size"], hidden_size=128, intermediate_size=384,
-                          num_layers=3, num_heads=4, num_kv_heads=1, head_dim=32, max_position_embeddings=512),
+                          num_layers=3, num_heads=4, num_kv_heads=4, head_dim=32, max_position_embeddings=512),
     image_token_id=SHAPES_DEMO_TOKENS["image_token_id"],
 )  # fmt: skip
 

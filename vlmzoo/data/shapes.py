@@ -38,14 +38,12 @@ __all__ = [
     "Record",
     "Scene",
     "Shape",
-    "box_iou",
     "caption_text",
     "detect_suffix",
     "expected_objects",
     "generate_scene",
     "loc_tokens",
     "make_records",
-    "match_objects",
     "parse_caption",
     "scene_records",
     "training_records",
@@ -172,43 +170,6 @@ def detect_suffix(scene: Scene, queries: Sequence[str]) -> str:
     """
     objects = expected_objects(scene, queries)
     return " ; ".join(f"{loc_tokens(box, scene.size)} {label}" for label, box in objects) or NO_MATCH
-
-
-def box_iou(a: Sequence[float], b: Sequence[float]) -> float:
-    """Intersection over union of two (x0, y0, x1, y1) boxes."""
-    width = min(a[2], b[2]) - max(a[0], b[0])
-    height = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(0.0, width) * max(0.0, height)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def match_objects(
-    predicted: Sequence[tuple[str, Sequence[float]]],
-    expected: Sequence[tuple[str, Sequence[float]]],
-    threshold: float = 0.5,
-) -> int:
-    """True positives: predictions paired one-to-one with expected objects of the same label at IoU >= threshold.
-
-    Pairs are taken greedily, best IoU first, as detection benchmarks do. Precision is this count over
-    ``len(predicted)``, recall over ``len(expected)``.
-    """
-    pairs = sorted(
-        (
-            (box_iou(p_box, e_box), i, j)
-            for i, (p_label, p_box) in enumerate(predicted)
-            for j, (e_label, e_box) in enumerate(expected)
-            if p_label == e_label
-        ),
-        reverse=True,
-    )
-    used_p: set[int] = set()
-    used_e: set[int] = set()
-    for iou, i, j in pairs:
-        if iou >= threshold and i not in used_p and j not in used_e:
-            used_p.add(i)
-            used_e.add(j)
-    return len(used_p)
 
 
 def _plural(kind: str) -> str:

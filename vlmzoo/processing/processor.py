@@ -591,7 +591,9 @@ def load_processor(
             special["image_token"] = _token_content(extra["image_token"])
 
     if config.get("do_resize") is False:
-        raise ValueError(f"{config_path}: do_resize is false, but PaliGemma needs images resized to a fixed size.")
+        raise InvalidFileError(
+            config_path, "is false, but PaliGemma needs images resized to a fixed size; set it to true", "do_resize"
+        )
     image_size = _image_size(config, config_path)
     num_image_tokens = config.get("image_seq_length") or (image_size // _PATCH_SIZE) ** 2
     mean = config.get("image_mean", [0.5, 0.5, 0.5])

@@ -60,6 +60,10 @@ def _decode_counts(text: str) -> list[int]:
     return counts
 
 
+#: Larger masks are refused rather than allocated (four times Pillow's decompression-bomb limit).
+MAX_MASK_PIXELS = 4 * 89_478_485
+
+
 def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
     """A boolean mask ``[height, width]`` as a COCO compressed RLE dict (JSON-ready)."""
     mask = np.asarray(mask)
@@ -73,11 +77,13 @@ def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
     try:
         height, width = (int(v) for v in rle["size"])
         counts = rle["counts"]
-    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(counts, bytes):
+            counts = counts.decode("ascii")
+        runs = _decode_counts(counts) if isinstance(counts, str) else [int(c) for c in counts]
+    except (KeyError, TypeError, ValueError, OverflowError, UnicodeDecodeError) as exc:
         raise ValueError(f"not a COCO RLE dict with 'size' [height, width] and 'counts': {rle!r}") from exc
-    if isinstance(counts, bytes):
-        counts = counts.decode("ascii")
-    runs = _decode_counts(counts) if isinstance(counts, str) else [int(c) for c in counts]
+    if height < 0 or width < 0 or height * width > MAX_MASK_PIXELS:
+        raise ValueError(f"RLE size {height}x{width} is out of range (0 to {MAX_MASK_PIXELS} pixels)")
     if sum(runs) != height * width or any(r < 0 for r in runs):
         raise ValueError(f"RLE counts cover {sum(runs)} pixels, but size {height}x{width} has {height * width}")
     values = np.zeros(len(runs), dtype=bool)

@@ -55,6 +55,9 @@ class TrainingConfig(BaseModel):
     model_overrides: dict[str, Any] = Field(
         default_factory=dict, description="config changes for init='random', as for vlmzoo.build()"
     )
+    init_std: float | None = Field(
+        None, gt=0, description="std of the normal weights for init='random' (default: vlmzoo.build's 0.02)"
+    )
     processor: str | None = Field(None, description="processor directory or hub id (default: the model's)")
 
     # Data
@@ -114,6 +117,8 @@ class TrainingConfig(BaseModel):
             )
         if self.model_overrides and self.init != "random":
             raise ValueError("model_overrides only apply with init='random' (a checkpoint fixes its own shapes)")
+        if self.init_std is not None and self.init != "random":
+            raise ValueError("init_std only applies with init='random' (a checkpoint brings its own weights)")
         if self.batch_size % self.grad_accumulation:
             raise ValueError(
                 f"batch_size={self.batch_size} is not divisible by grad_accumulation={self.grad_accumulation}; "

@@ -173,8 +173,9 @@ class Trainer:
         if weights_from is not None:
             return vlmzoo.from_pretrained(weights_from, dtype=torch.float32, device=device)
         if config.init == "random":
+            init = {} if config.init_std is None else {"init_std": config.init_std}
             return vlmzoo.build(
-                config.model, device=device, dtype=torch.float32, seed=config.seed, **config.model_overrides
+                config.model, device=device, dtype=torch.float32, seed=config.seed, **init, **config.model_overrides
             )
         return vlmzoo.from_pretrained(config.model, dtype=torch.float32, device=device)
 
