@@ -96,22 +96,22 @@ def _grid(images: list[Image.Image], columns: int, gap: int = 8) -> Image.Image:
 
 
 def tasks() -> list[Path]:
-    """Detections drawn by the bundled ``shapes-demo`` model on scenes it never saw (seeds past training)."""
+    """Detections drawn by the bundled ``shapes-demo`` model on scenes it never saw (a seed training did not use)."""
     import random
 
     import vlmzoo
     from vlmzoo.data.shapes import generate_scene
+    from vlmzoo.tasks import draw_objects
 
     vlm = vlmzoo.load("shapes-demo")
     rng = random.Random(2024)
     scenes = [generate_scene(rng, size=320) for _ in range(4)]
     drawn = []
-    for scene in scenes:
-        kinds = sorted({shape.kind for shape in scene.shapes})
-        drawn.append(vlm.detect(scene.image, kinds).draw(scene.image))
-    colour = scenes[0].shapes[0].label
-    single = vlm.detect(scenes[0].image, colour).draw(scenes[0].image)
-    written = {"readme_detections.png": _grid(drawn, columns=4), "tasks_detect.png": _grid(drawn[:2] + [single], 3)}
+    for scene in scenes:  # `detect <colour> <shape>` for each shape in the scene
+        labels = sorted({shape.label for shape in scene.shapes})
+        found = [obj for label in labels for obj in vlm.detect(scene.image, label).objects]
+        drawn.append(draw_objects(scene.image, found))
+    written = {"readme_detections.png": _grid(drawn, columns=4)}
     for name, image in written.items():
         image.save(IMAGES / name)
     return [IMAGES / name for name in written]

@@ -162,3 +162,14 @@ def test_a_bad_checkpoint_is_a_one_line_error_and_debug_shows_the_traceback(chec
     assert err.count("\n") == 1 and "config.json" in err
     with pytest.raises(ValueError):
         main(["--debug", "generate", str(broken), "--image", str(images / "a.png"), "--task", "caption"])
+
+
+def test_demo_runs_offline_and_saves_the_drawn_detections(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["--quiet", "demo", "--images", "2", "--seed", "3", "--output", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert out.count("caption en") == 2 and out.count("  detect ") == 2
+    drawn = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert drawn == ["scene-1-detect.png", "scene-1.png", "scene-2-detect.png", "scene-2.png"]
+    assert Image.open(tmp_path / "out" / "scene-1-detect.png").size == (224, 224)
+    assert main(["demo", "--images", "0"]) == 2

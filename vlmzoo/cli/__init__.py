@@ -23,6 +23,7 @@ from vlmzoo.progress import set_quiet
 COMMAND_MODULES = (
     "vlmzoo.cli.zoo",
     "vlmzoo.cli.generate",
+    "vlmzoo.cli.demo",
     "vlmzoo.cli.tasks",
     "vlmzoo.cli.train",
     "vlmzoo.cli.bench",
