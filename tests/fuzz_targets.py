@@ -477,3 +477,28 @@ def fuzz_rle(rle: Any) -> None:
     mask = rle_to_mask(rle)
     assert mask.dtype == np.bool_
     assert np.array_equal(rle_to_mask(mask_to_rle(mask)), mask)
+
+
+# ------------------------------------------------------------------------------------------ training data
+
+_record_lines = st.one_of(
+    st.fixed_dictionaries(
+        {"image": st.sampled_from(["a.png", "/abs/b.jpg", "http://x/y.png", ""]) | json_values,
+         "suffix": st.text(max_size=8) | json_values},
+        optional={"prefix": st.text(max_size=8) | json_values, "extra": json_values},
+    ).map(json.dumps),
+    json_values.map(json.dumps),
+    st.text(max_size=30).filter(lambda line: "\n" not in line and "\r" not in line),
+)  # fmt: skip
+_jsonl_files = st.tuples(st.lists(_record_lines, max_size=6), st.binary(max_size=8))
+
+
+@fuzz_target("training data (JSONL)", _jsonl_files)
+def fuzz_training_data(example: tuple[list[str], bytes]) -> None:
+    from vlmzoo.training.data import load_records
+
+    lines, tail = example
+    path = SCRATCH / "train.jsonl"
+    path.write_bytes("\n".join(lines).encode("utf-8", errors="surrogatepass") + tail)
+    for record in load_records(path):
+        assert isinstance(record.prefix, str) and isinstance(record.suffix, str) and record.suffix.strip()

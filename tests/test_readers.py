@@ -259,3 +259,12 @@ def test_every_error_here_is_a_vlmzoo_error(processor_dir, tmp_path):
     shutil.copy(processor_dir / "tokenizer.json", tmp_path / "t.json")
     for error in (SafetensorsError, ConfigConversionError, vlmzoo.InvalidFileError):
         assert issubclass(error, vlmzoo.VlmzooError) and issubclass(error, ValueError)
+
+
+def test_training_data_that_is_not_utf8_names_the_line(tmp_path):
+    from vlmzoo.training.data import DataError, load_records
+
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(b'{"image": "a.png", "suffix": "a cat"}\n\x80\xff\n')
+    with pytest.raises(DataError, match=r"train\.jsonl:2: not UTF-8 text"):
+        load_records(path)

@@ -95,11 +95,16 @@ def _load_jsonl(path: Path) -> list[Record]:
     if not path.is_file():
         raise DataError(f"data file {path} does not exist (expected a JSONL file of image/prefix/suffix records)")
     records, problems = [], []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                problems.append(f"{where}: not UTF-8 text ({err.reason} at byte {err.start})")
+                continue
             if not line.strip():
                 continue
-            where = f"{path}:{number}"
             try:
                 item = json.loads(line)
             except json.JSONDecodeError as err:
