@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import make_plugin
 from PIL import Image
-from tiny_tokenizer import make_tiny_processor_dir
+from tiny_tokenizer import make_tiny_checkpoint
 
 import vlmzoo
 from vlmzoo.cli import main
@@ -26,14 +26,7 @@ SAID = "<loc0000><loc0000><loc0511><loc1023> cat ; <loc0512><loc0000><loc1023><l
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tiny-cli")
-    facts = make_tiny_processor_dir(directory, image_size=28, num_image_tokens=4)
-    config = vlmzoo.get_config("paligemma2-tiny").with_overrides(
-        {"vision": {"image_size": 28}, "decoder": {"vocab_size": facts["vocab_size"]},
-         "image_token_id": facts["image_token_id"]}
-    )  # fmt: skip
-    vlmzoo.build(config, seed=3).save_pretrained(directory)
-    return directory
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny-cli"))
 
 
 @pytest.fixture

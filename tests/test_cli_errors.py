@@ -14,7 +14,7 @@ import torch
 from conftest import REPO_ROOT
 from PIL import Image
 from safetensors.torch import load_file, save_file
-from tiny_tokenizer import make_tiny_processor_dir
+from tiny_tokenizer import make_tiny_checkpoint
 
 import vlmzoo
 from vlmzoo.cli import EXIT_INTERRUPTED, main
@@ -24,14 +24,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("cli-errors") / "ckpt"
-    facts = make_tiny_processor_dir(directory, image_size=28, num_image_tokens=4)
-    config = vlmzoo.get_config("paligemma2-tiny").with_overrides(
-        {"vision": {"image_size": 28}, "decoder": {"vocab_size": facts["vocab_size"]},
-         "image_token_id": facts["image_token_id"]}
-    )  # fmt: skip
-    vlmzoo.build(config, seed=3).save_pretrained(directory)
-    return directory
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("cli-errors") / "ckpt")
 
 
 @pytest.fixture

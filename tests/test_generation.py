@@ -8,7 +8,7 @@ import torch
 from hf_checkpoints import load_hf_model, make_hf_model, make_inputs, save_hf_checkpoint
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tiny_tokenizer import make_tiny_processor_dir
+from tiny_tokenizer import make_tiny_checkpoint
 
 import vlmzoo
 from vlmzoo.generation import Greedy, KVCache, MinP, RepetitionPenalty, Sampler, Temperature, TopK, TopP
@@ -317,17 +317,7 @@ def test_a_third_party_sampler_plugs_in_by_name():
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tiny-pipeline")
-    facts = make_tiny_processor_dir(directory, image_size=28, num_image_tokens=4)
-    config = vlmzoo.get_config("paligemma2-tiny").with_overrides(
-        {
-            "vision": {"image_size": 28},
-            "decoder": {"vocab_size": facts["vocab_size"]},
-            "image_token_id": facts["image_token_id"],
-        }
-    )
-    perturbed(vlmzoo.build(config, seed=5), 5).save_pretrained(directory)
-    return directory
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny-pipeline"), seed=5, transform=lambda m: perturbed(m, 5))
 
 
 def test_stream_yields_the_same_tokens_as_generate():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 from PIL import Image
-from tiny_tokenizer import make_tiny_processor_dir
+from tiny_tokenizer import make_tiny_checkpoint
 
 import vlmzoo
 from vlmzoo.generation.samplers import Sampler
@@ -37,17 +37,7 @@ class Scripted(Sampler):
 
 @pytest.fixture(scope="module")
 def vlm(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("tiny-tasks")
-    facts = make_tiny_processor_dir(directory, image_size=28, num_image_tokens=4)
-    config = vlmzoo.get_config("paligemma2-tiny").with_overrides(
-        {
-            "vision": {"image_size": 28},
-            "decoder": {"vocab_size": facts["vocab_size"]},
-            "image_token_id": facts["image_token_id"],
-        }
-    )
-    vlmzoo.build(config, seed=3).save_pretrained(directory)
-    return vlmzoo.load(directory)
+    return vlmzoo.load(make_tiny_checkpoint(tmp_path_factory.mktemp("tiny-tasks")))
 
 
 def ids(vlm, text):

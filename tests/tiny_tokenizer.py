@@ -213,3 +213,20 @@ def make_tiny_processor_dir(
         "bos_token_id": tok.token_to_id(BOS),
         "eos_token_id": tok.token_to_id(EOS),
     }
+
+
+def make_tiny_checkpoint(directory, *, seed: int = 3, transform=None):
+    """A complete tiny vlmzoo checkpoint (paligemma2-tiny at 28 px, 4 image tokens) with this tokenizer.
+
+    ``transform(model)`` may change the random model before it is saved (e.g. perturb its weights).
+    """
+    import vlmzoo
+
+    facts = make_tiny_processor_dir(directory, image_size=28, num_image_tokens=4)
+    config = vlmzoo.get_config("paligemma2-tiny").with_overrides(
+        {"vision": {"image_size": 28}, "decoder": {"vocab_size": facts["vocab_size"]},
+         "image_token_id": facts["image_token_id"]}
+    )  # fmt: skip
+    model = vlmzoo.build(config, seed=seed)
+    (transform(model) if transform else model).save_pretrained(directory)
+    return directory
