@@ -30,6 +30,8 @@ from typing import Any
 import PIL.Image
 import PIL.ImageDraw
 
+from vlmzoo.tasks.locations import location_tokens
+
 __all__ = [
     "COLOURS",
     "KINDS",
@@ -145,10 +147,7 @@ def generate_scene(rng: random.Random, size: int = 224, max_shapes: int = 3) -> 
 
 def loc_tokens(box: Sequence[float], image_size: tuple[int, int]) -> str:
     """``<loc{y0}><loc{x0}><loc{y1}><loc{x1}>`` for a pixel box (x0, y0, x1, y1), big_vision's round(v*1023)."""
-    width, height = image_size
-    x0, y0, x1, y1 = box
-    bins = [round(max(0.0, min(1.0, v)) * 1023) for v in (y0 / height, x0 / width, y1 / height, x1 / width)]
-    return "".join(f"<loc{b:04d}>" for b in bins)
+    return location_tokens(box, image_size, bins=1023)
 
 
 def _matches(shape: Shape, query: str) -> bool:
