@@ -268,3 +268,12 @@ def test_training_data_that_is_not_utf8_names_the_line(tmp_path):
     path.write_bytes(b'{"image": "a.png", "suffix": "a cat"}\n\x80\xff\n')
     with pytest.raises(DataError, match=r"train\.jsonl:2: not UTF-8 text"):
         load_records(path)
+
+
+def test_value_checks_refuse_booleans_and_non_finite_numbers():
+    from vlmzoo.values import is_finite_number, is_integer
+
+    assert is_integer(3) and is_integer(0, 0) and not is_integer(0, 1) and not is_integer(True) and not is_integer(3.0)
+    assert is_finite_number(2.5) and is_finite_number(-1)
+    for bad in (True, float("nan"), float("inf"), "1", None):
+        assert not is_finite_number(bad)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vlmzoo.errors import InvalidFileError
+from vlmzoo.values import is_finite_number, is_integer
 
 __all__ = ["ConfigConversionError", "check_hf_config", "conversion_error_from_validation"]
 
@@ -25,24 +26,16 @@ class ConfigConversionError(InvalidFileError):
         super().__init__(path, problem, field)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value  # not NaN
-
-
 def _count(value: Any) -> str | None:
-    return None if _is_int(value) and value > 0 else "must be a positive integer"
+    return None if is_integer(value) and value > 0 else "must be a positive integer"
 
 
 def _layers(value: Any) -> str | None:
-    return None if _is_int(value) and value >= 0 else "must be a non-negative integer"
+    return None if is_integer(value) and value >= 0 else "must be a non-negative integer"
 
 
 def _positive(value: Any) -> str | None:
-    return None if _is_number(value) and 0 < value < float("inf") else "must be a positive number"
+    return None if is_finite_number(value) and value > 0 else "must be a positive number"
 
 
 def _optional(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
@@ -69,7 +62,7 @@ def _string(value: Any) -> str | None:
 
 def _token_id(value: Any) -> str | None:
     values = value if isinstance(value, list) else [value]
-    ok = all(v is None or (_is_int(v) and v >= 0) for v in values)
+    ok = all(v is None or (is_integer(v) and v >= 0) for v in values)
     return None if ok else "must be a non-negative integer token id (or a list of them)"
 
 

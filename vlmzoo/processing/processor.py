@@ -28,6 +28,7 @@ from tokenizers import AddedToken, Tokenizer
 from vlmzoo.checkpoints.atomic import staged_directory
 from vlmzoo.checkpoints.hub import resolve
 from vlmzoo.errors import InvalidFileError, VlmzooError
+from vlmzoo.values import is_finite_number, is_integer
 
 from .images import ImageInput, preprocess_images
 
@@ -455,25 +456,17 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _is_int(value: Any, minimum: int = 1) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
-
-
 def _check_image_config(config: dict, path: Path) -> None:
     """Every image setting load_processor reads has the type it needs, or the error names the field."""
     checks = {
-        "image_seq_length": (lambda v: v is None or _is_int(v), "a positive integer"),
-        "image_mean": (lambda v: _is_number(v) or (isinstance(v, list) and len(v) == 3
-                                                   and all(map(_is_number, v))), "3 numbers (R, G, B)"),
-        "image_std": (lambda v: (_is_number(v) and v != 0) or (isinstance(v, list) and len(v) == 3
-                                                             and all(_is_number(x) and x != 0 for x in v)),
+        "image_seq_length": (lambda v: v is None or is_integer(v, 1), "a positive integer"),
+        "image_mean": (lambda v: is_finite_number(v) or (isinstance(v, list) and len(v) == 3
+                                                   and all(map(is_finite_number, v))), "3 numbers (R, G, B)"),
+        "image_std": (lambda v: (is_finite_number(v) and v != 0) or (isinstance(v, list) and len(v) == 3
+                                                             and all(is_finite_number(x) and x != 0 for x in v)),
                       "3 non-zero numbers (R, G, B)"),
-        "rescale_factor": (lambda v: _is_number(v) and v > 0, "a positive number"),
-        "resample": (lambda v: v is None or (_is_int(v, 0) and v <= 5), "a PIL resampling filter number (0-5)"),
+        "rescale_factor": (lambda v: is_finite_number(v) and v > 0, "a positive number"),
+        "resample": (lambda v: v is None or (is_integer(v, 0) and v <= 5), "a PIL resampling filter number (0-5)"),
         **{flag: (lambda v: v is None or isinstance(v, bool), "true or false")
            for flag in ("do_convert_rgb", "do_resize", "do_rescale", "do_normalize")},
     }  # fmt: skip
@@ -504,9 +497,9 @@ def _image_config(directory: Path) -> tuple[dict, Path] | None:
 
 def _image_size(config: dict, source: Path) -> int:
     size = config.get("size", {"height": 224, "width": 224})
-    if _is_int(size):
+    if is_integer(size, 1):
         return size
-    if isinstance(size, dict) and _is_int(size.get("height")) and _is_int(size.get("width")):
+    if isinstance(size, dict) and is_integer(size.get("height"), 1) and is_integer(size.get("width"), 1):
         if size["height"] != size["width"]:
             raise InvalidFileError(
                 source, f"{size} is not square; PaliGemma expects a square resolution (224, 448 or 896)", "size"
@@ -534,7 +527,7 @@ def _max_length(path: Path) -> int:
     value = text_config.get("max_position_embeddings")
     if value is None:
         return DEFAULT_MAX_LENGTH
-    if not _is_int(value):
+    if not is_integer(value, 1):
         field = "text_config.max_position_embeddings"
         raise InvalidFileError(path, f"must be a positive integer, got {value!r}", field)
     return value
