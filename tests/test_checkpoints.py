@@ -543,6 +543,19 @@ def test_reader_converts_dtype_in_chunks(tmp_path, monkeypatch):
     assert same.keys() == {"a", "b"} and torch.equal(same["a"], tensors["a"])
 
 
+@pytest.mark.parametrize("block_bytes", [1, 40, 2**20])
+def test_iter_row_blocks_reads_whole_rows_in_order(tmp_path, block_bytes):
+    from vlmzoo.checkpoints import safetensors_io
+
+    weight = torch.randn(7, 5, dtype=torch.float32)
+    save_file({"w": weight, "x": torch.ones(3)}, str(tmp_path / "x.safetensors"))
+    blocks = list(safetensors_io.iter_row_blocks(tmp_path / "x.safetensors", "w", torch.bfloat16, block_bytes))
+    assert [first for first, _ in blocks] == list(range(0, 7, len(blocks[0][1])))
+    assert torch.equal(torch.cat([rows for _, rows in blocks]), weight.to(torch.bfloat16))
+    with pytest.raises(ValueError, match="no such tensor"):
+        next(safetensors_io.iter_row_blocks(tmp_path / "x.safetensors", "missing"))
+
+
 def test_truncated_file_is_reported(small_checkpoint, tmp_path):
     path = copy_checkpoint(small_checkpoint, tmp_path / "ckpt")
     shard = path / "model-00003-of-00003.safetensors"

@@ -43,7 +43,8 @@ def _check_entry(path: str | Path, key: str, entry: Any, data_size: int) -> tupl
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
     if not isinstance(dtype, str) or dtype not in DTYPES:
         raise SafetensorsError(
-            path, f"dtype {dtype!r} is not one vlmzoo reads ({', '.join(DTYPES)}); re-save the weights as F32/BF16/F16",
+            path,
+            f"dtype {dtype!r} is not one vlmzoo reads ({', '.join(DTYPES)}); re-save the weights as F32/BF16/F16",
             field,
         )
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
@@ -139,6 +140,35 @@ def _read_exactly(handle, view: memoryview, path: str | Path, key: str) -> None:
         if not got:
             raise SafetensorsError(path, "ends past the end of the file: the file is truncated", f"tensor {key!r}")
         read += got
+
+
+def iter_row_blocks(
+    path: str | Path, key: str, dtype: torch.dtype | None = None, block_bytes: int | None = None
+) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield ``(first_row, rows)`` blocks of one tensor, each read into fresh memory (and converted to `dtype`).
+
+    For a loader that turns a large weight into something smaller (quantized rows) as it reads: only
+    one block of the stored tensor is ever in memory. Blocks hold whole rows along the first dimension.
+    """
+    header, data_start = read_header(path)
+    if key not in header:
+        raise SafetensorsError(path, "has no such tensor", f"tensor {key!r}")
+    entry = header[key]
+    stored, shape = DTYPES[entry["dtype"]], entry["shape"]
+    if not shape:
+        raise SafetensorsError(path, "is a scalar; it has no rows to read in blocks", f"tensor {key!r}")
+    target = dtype if dtype is not None and stored.is_floating_point else stored
+    row_numel = math.prod(shape[1:])
+    block_bytes = CHUNK_BYTES if block_bytes is None else block_bytes
+    rows_per_block = max(1, block_bytes // max(1, row_numel * stored.itemsize))
+    with open(path, "rb", buffering=0) as handle:
+        handle.seek(data_start + entry["data_offsets"][0])
+        for first in range(0, shape[0], rows_per_block):
+            rows = min(rows_per_block, shape[0] - first)
+            raw = torch.empty(rows * row_numel * stored.itemsize, dtype=torch.uint8)
+            _read_exactly(handle, memoryview(raw.numpy()), path, key)
+            block = raw.view(stored).reshape(rows, *shape[1:])
+            yield first, block if target == stored else block.to(target)
 
 
 def iter_tensors(

@@ -40,6 +40,9 @@ class QuantizationScheme:
     dtypes of ``(qweight, scales)`` without computing them (for building on the meta device);
     ``accepts(out, in)`` says whether a weight of that shape can be stored; ``devices`` lists the device
     types with a kernel. The scheme's registry key is also the weight format its kernels handle.
+    ``rows_independent`` says that quantizing a slice of rows gives exactly those rows of ``qweight``
+    and ``scales`` (first dimension), so a loader may quantize a large weight a block of rows at a time
+    and never hold it whole in floating point.
     """
 
     quantize: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -49,6 +52,7 @@ class QuantizationScheme:
     devices: tuple[str, ...]
     bits: int
     description: str = ""
+    rows_independent: bool = False
 
 
 # ---- int8, one scale per output row --------------------------------------------------------------
@@ -108,6 +112,7 @@ INT8 = QuantizationScheme(
     devices=("*",),
     bits=8,
     description="int8 weights, one scale per output row",
+    rows_independent=True,
 )
 
 
@@ -301,4 +306,3 @@ class QuantizedEmbedding(nn.Module):
 def packed_nbytes(module: nn.Module) -> int:
     """Bytes of a module's parameters and buffers, as stored (quantized weights count their packed size)."""
     return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
-
