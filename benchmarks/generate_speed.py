@@ -15,6 +15,7 @@ subprocess.
     python benchmarks/generate_speed.py --rows float32 int8 --batches 1 --compile
     python benchmarks/generate_speed.py --torchao                       # plus transformers + torchao int8
     python benchmarks/generate_speed.py --big-model /path/with/20GB     # random paligemma2-10b-224, int8
+    python benchmarks/generate_speed.py --only-ceilings                 # each linear kernel, one-row products
 """
 
 from __future__ import annotations
@@ -267,6 +268,73 @@ def memory(engine: str, directory: str, row: str, batch: int, args) -> float:
     return json.loads(out[-1])["peak_bytes"] / 2**20
 
 
+# ---- kernel ceilings: how fast each registered kernel reads one row's weights ---------------------
+
+#: (out, in) of the weights timed per kernel: the MLP projection of the mid-size model.
+CEILING_SHAPE = (9216, 2304)
+CEILING_BYTES = 2**30  # float32 bytes of weights per timing, far beyond the last-level cache
+
+
+def kernel_ceilings(device: str = "cpu", repeats: int = 5) -> list[dict]:
+    """Each registered linear kernel on one-row products over 1 GiB (in float32) of weights.
+
+    A decode step is mostly such products, so a kernel's share of the bandwidth bound here is the most a
+    whole step on it can reach; it says how far any model-level speedup can go on this machine.
+    """
+    from vlmzoo.plugins import get_registries
+
+    registries = get_registries()
+    base = torch.randn(*CEILING_SHAPE, generator=torch.Generator().manual_seed(0)) * 0.02
+    count = max(1, CEILING_BYTES // (base.numel() * 4))
+    formats = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": None, "int4": None}
+    results = []
+    for fmt, dtype in formats.items():
+        kernels = [(e.key, e.value) for e in registries.linear_kernel.entries() if e.value.supports(device, fmt, 1)]
+        if not kernels:
+            continue
+        if dtype is None:
+            weight, scales = registries.quantization.get(fmt).quantize(base.to(device))
+        else:
+            weight, scales = base.to(device=device, dtype=dtype), None
+        weights = [(weight.clone(), None if scales is None else scales.clone()) for _ in range(count)]
+        nbytes = count * (weight.numel() * weight.element_size() + (0 if scales is None else scales.nbytes))
+        x = torch.randn(1, CEILING_SHAPE[1], device=device).to(dtype or torch.bfloat16)
+        bandwidth = read_bandwidth(device=device)
+        for name, kernel in kernels:
+            try:
+                times = []
+                for _ in range(repeats + 1):
+                    _sync()
+                    start = time.perf_counter()
+                    for w, sc in weights:
+                        kernel.fn(x, w, None, sc)
+                    _sync()
+                    times.append(time.perf_counter() - start)
+            except Exception as exc:  # noqa: BLE001 - a kernel that cannot run here is reported, not fatal
+                results.append({"format": fmt, "kernel": name, "error": str(exc).splitlines()[0]})
+                continue
+            step = statistics.median(times[1:])
+            results.append({
+                "format": fmt, "kernel": name, "ms_per_gib_float32": step / count / (base.numel() * 4) * 2**30 * 1e3,
+                "gb_s": nbytes / step / 1e9, "of_bound": nbytes / step / bandwidth,
+            })  # fmt: skip
+        del weights
+        gc.collect()
+    return results
+
+
+def print_ceilings(results: list[dict]) -> None:
+    print(f"one-row products, {CEILING_SHAPE[0]}x{CEILING_SHAPE[1]} weights, 1 GiB in float32 per timing")
+    print(f"{'format':9} {'kernel':18} {'GB/s':>6} {'of bound':>8} {'x float32':>9}")
+    float32 = min((r["ms_per_gib_float32"] for r in results if r["format"] == "float32" and "gb_s" in r), default=None)
+    for r in results:
+        if "error" in r:
+            print(f"{r['format']:9} {r['kernel']:18} failed: {r['error']}")
+            continue
+        speedup = "" if float32 is None else f"{float32 / r['ms_per_gib_float32']:8.2f}x"
+        print(f"{r['format']:9} {r['kernel']:18} {r['gb_s']:6.1f} {r['of_bound']:8.0%} {speedup:>9}")
+
+
 # ---- the big model: real paligemma2-10b-224 shapes, random bfloat16 weights, loaded in int8 --------
 
 
@@ -377,6 +445,10 @@ def main() -> None:
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the memory subprocesses")
     parser.add_argument("--device", default=DEVICE, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--big-model", type=Path, help="directory for the random paligemma2-10b-224 checkpoint")
+    parser.add_argument(
+        "--ceilings", action="store_true", help="also time every linear kernel on one-row products (no models)"
+    )
+    parser.add_argument("--only-ceilings", action="store_true", help="time the kernels only, skip the model rows")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--big-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -390,6 +462,10 @@ def main() -> None:
         return
     bandwidth = read_bandwidth(device=DEVICE) / 1e9
     print(f"torch {torch.__version__}, {DEVICE}, {torch.get_num_threads()} threads, bandwidth {bandwidth:.1f} GB/s")
+    if args.ceilings or args.only_ceilings:
+        print_ceilings(kernel_ceilings(DEVICE))
+        if args.only_ceilings:
+            return
     with tempfile.TemporaryDirectory() as directory:
         make_checkpoint(directory, args.vision_layers, args.text_layers)
         print(HEADER)
