@@ -15,6 +15,8 @@ from vlmzoo.components.quantized import (
     QuantizedEmbedding,
     QuantizedLinear,
     dequantize_int4,
+    dequantize_int8,
+    int8_dequantized,
     int8_weight_only,
     quantize_int4,
     quantize_int8,
@@ -34,6 +36,22 @@ def test_int8_error_is_at_most_half_a_step_per_row():
     error = (qweight.float() * step - weight).abs()
     assert bool((error <= step / 2 + 1e-6).all())
     assert bool((step * 127 >= weight.abs().amax(dim=1, keepdim=True)).all())  # nothing clipped
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 5, 40])
+def test_int8_kernels_compute_the_dequantized_product(monkeypatch, dtype, rows):
+    # A tiny slice budget makes int8_dequantized work in many slices (the last one short), bias included.
+    monkeypatch.setattr("vlmzoo.components.quantized.DEQUANTIZE_BYTES", 7 * 96 * 4)
+    qweight, scales = quantize_int8(torch.randn(40, 96))
+    x, bias = torch.randn(rows, 96).to(dtype), torch.randn(40).to(dtype)
+    weight = dequantize_int8(qweight, scales, torch.float32)
+    expected = torch.nn.functional.linear(x.float(), weight, bias.float())
+    half = {"rtol": 2e-2, "atol": 1e-1}  # products with bfloat16 activations
+    for kernel, exact in ((int8_dequantized, dtype == torch.float32), (int8_weight_only, False)):
+        out = kernel(x, qweight, bias, scales)
+        assert out.dtype == dtype and out.shape == (rows, 40)
+        torch.testing.assert_close(out.float(), expected, **({"rtol": 1e-5, "atol": 1e-5} if exact else half))
 
 
 def test_int4_error_is_at_most_half_a_step_per_group():
