@@ -45,7 +45,7 @@ def _bench(args: argparse.Namespace) -> int:
             flush=True,
         )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
-    print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s (tensor.sum), peak RSS of this process {peak:.0f} MiB")
+    print(f"read bandwidth {bandwidth / 1e9:.1f} GB/s, peak RSS of this process {peak:.0f} MiB")
     print("kernels: " + ", ".join(f"{fmt}/{rows}: {kernel}" for (_, fmt, rows), kernel in kernel_choices().items()))
     return 0
 
