@@ -556,6 +556,19 @@ def test_iter_row_blocks_reads_whole_rows_in_order(tmp_path, block_bytes):
         next(safetensors_io.iter_row_blocks(tmp_path / "x.safetensors", "missing"))
 
 
+def test_quantized_loading_of_a_sharded_hub_checkpoint_matches_quantizing_after(small_checkpoint, monkeypatch):
+    # Weights spread over three shards, read in blocks of a few rows: the same int8 weights as quantizing
+    # the float model, and the same logits.
+    from vlmzoo.checkpoints import safetensors_io
+
+    monkeypatch.setattr(safetensors_io, "CHUNK_BYTES", 1000)
+    loaded = vlmzoo.from_pretrained(small_checkpoint, quantize="int8", progress=False)
+    reference = vlmzoo.from_pretrained(small_checkpoint, progress=False).quantize("int8")
+    assert loaded.state_dict().keys() == reference.state_dict().keys()
+    for name, tensor in reference.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
 def test_truncated_file_is_reported(small_checkpoint, tmp_path):
     path = copy_checkpoint(small_checkpoint, tmp_path / "ckpt")
     shard = path / "model-00003-of-00003.safetensors"
