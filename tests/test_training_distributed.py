@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -67,3 +68,34 @@ def test_two_processes_match_one_over_the_same_global_batch(tmp_path, data_file,
     lines = (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()
     assert sum('"event": "start"' in line for line in lines) == 1
     assert sum('"loss"' in line for line in lines) == 3
+
+
+FSDP_WORKER = """
+import gc, json, sys
+import torch.distributed as dist
+from vlmzoo.training import TrainingConfig, run
+model = run(TrainingConfig.from_file(sys.argv[1], output_dir=sys.argv[2], device="cpu", distributed="fsdp"))
+alive = sum(type(o).__name__.startswith("FSDP") for o in gc.get_objects())
+print(json.dumps({"returned": type(model).__name__, "fsdp_objects": alive, "group": dist.is_initialized()}))
+"""
+
+
+def test_fsdp_run_returns_the_gathered_model_on_rank_0_and_leaves_nothing_sharded(
+    tmp_path, data_file, processor_dir, processor  # noqa: F811
+):
+    # A sharded model left alive holds the destroyed process group until the interpreter exits.
+    config_path = write_config(tmp_path / "run.toml", processor_dir, processor)
+    worker = tmp_path / "worker.py"
+    worker.write_text(FSDP_WORKER)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "VLMZOO_QUIET": "1", "CUDA_VISIBLE_DEVICES": ""}
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+        "--tee=1", "--log-dir", str(tmp_path / "logs"), str(worker), str(config_path), str(tmp_path / "out"),
+    ]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    reports = sorted(line for line in done.stdout.splitlines() if '"returned"' in line)  # "[default<rank>]:{...}"
+    assert [json.loads(r.split(":", 1)[1]) for r in reports] == [
+        {"returned": "PaliGemma", "fsdp_objects": 0, "group": False},
+        {"returned": "NoneType", "fsdp_objects": 0, "group": False},
+    ], done.stdout

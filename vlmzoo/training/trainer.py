@@ -7,6 +7,7 @@ which runs the same code on one process or under ``torchrun`` (see `vlmzoo.train
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import math
 import os
@@ -57,8 +58,9 @@ def train(
     train_data: str | os.PathLike | Sequence[Any] | Mapping[str, Any] | None = None,
     eval_data: str | os.PathLike | Sequence[Any] | Mapping[str, Any] | None = None,
     **options: Any,
-) -> nn.Module:
-    """Fine-tune ``model`` on ``train_data`` and return it (trained, in eval mode).
+) -> nn.Module | None:
+    """Fine-tune ``model`` on ``train_data`` and return it (trained, in eval mode; under FSDP only rank 0
+    gathers the whole model, and the other processes get None).
 
     ``model`` is a loaded model, a checkpoint directory or hub id, or (with ``init="random"``) a zoo
     variant name; ``processor`` a processor, a directory or hub id (default: the model's). Data is a
@@ -95,8 +97,8 @@ def train(
     return trainer.run()
 
 
-def run(config: TrainingConfig) -> nn.Module:
-    """Run a training described entirely by ``config`` (what ``vlmzoo train`` does)."""
+def run(config: TrainingConfig) -> nn.Module | None:
+    """Run a training described entirely by ``config`` (what ``vlmzoo train`` does); returns as `train`."""
     return Trainer(config).run()
 
 
@@ -243,15 +245,19 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def run(self) -> nn.Module:
+    def run(self) -> nn.Module | None:
+        """Train; the trained model (None on the processes other than rank 0 of an FSDP run)."""
         config = self.config
         group = join(config.device)
         try:
             return self._run(group)
         finally:
+            # The sharded model's reference cycles (modules, hooks, device mesh) hold the process group:
+            # free them now, while the group and the interpreter are alive, not during interpreter exit.
+            gc.collect()
             group.close()
 
-    def _run(self, group: ProcessGroup) -> nn.Module:
+    def _run(self, group: ProcessGroup) -> nn.Module | None:
         config = self.config
         device = group.device
         seed_everything(config.seed)
@@ -481,13 +487,14 @@ class Trainer:
         model.load_state_dict(state, assign=True)
         return merge_lora(model) if lora else model
 
-    def _final_model(self, loss_module: SuffixLoss, group: ProcessGroup) -> nn.Module:
-        """The trained model in its original architecture (LoRA merged; gathered under FSDP)."""
+    def _final_model(self, loss_module: SuffixLoss, group: ProcessGroup) -> nn.Module | None:
+        """The trained model in its original architecture (LoRA merged; gathered onto rank 0 under FSDP,
+        None on the other ranks: their shards need the process group, which ends with the run)."""
         lora = self.config.train == "lora"
         if self._sharded(group):
             full = self._full_state(loss_module, group)  # gathered onto rank 0 only
             if not group.is_main:
-                return loss_module.model
+                return None
             return self._rebuilt(loss_module.model.config, full, lora=lora).eval()
         return merge_lora(loss_module.model) if lora else loss_module.model
 
