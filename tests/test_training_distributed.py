@@ -45,15 +45,21 @@ def write_config(path, processor_dir, processor, **options):  # noqa: F811
     return path
 
 
-def torchrun(config_path, output_dir, processes=2, **extra):
+def launch(*arguments, processes=2):
+    """``torchrun`` (two CPU processes, one thread each) with ``arguments``; fails the test if a worker fails."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "VLMZOO_QUIET": "1", "CUDA_VISIBLE_DEVICES": ""}
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
+    done = subprocess.run([*command, *arguments], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def torchrun(config_path, output_dir, processes=2, **extra):
+    launch(
         "-m", "vlmzoo", "train", "--config", str(config_path), "--output-dir", str(output_dir), "--device", "cpu",
         *[item for k, v in extra.items() for item in (f"--{k.replace('_', '-')}", str(v))],
-    ]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
+        processes=processes,
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize("mode", ["ddp", "fsdp"])
@@ -87,13 +93,7 @@ def test_fsdp_run_returns_the_gathered_model_on_rank_0_and_leaves_nothing_sharde
     config_path = write_config(tmp_path / "run.toml", processor_dir, processor)
     worker = tmp_path / "worker.py"
     worker.write_text(FSDP_WORKER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "VLMZOO_QUIET": "1", "CUDA_VISIBLE_DEVICES": ""}
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-        "--tee=1", "--log-dir", str(tmp_path / "logs"), str(worker), str(config_path), str(tmp_path / "out"),
-    ]  # fmt: skip
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = launch("--tee=1", "--log-dir", str(tmp_path / "logs"), str(worker), str(config_path), str(tmp_path / "out"))
     reports = sorted(line for line in done.stdout.splitlines() if '"returned"' in line)  # "[default<rank>]:{...}"
     assert [json.loads(r.split(":", 1)[1]) for r in reports] == [
         {"returned": "PaliGemma", "fsdp_objects": 0, "group": False},
