@@ -3,6 +3,12 @@
 ``torch.device("cuda")`` is accepted on a machine without CUDA; the failure comes later, deep inside
 loading, as a traceback about the CUDA driver. Resolving the device first turns that into one line
 that lists what is available.
+
+The rule for every entry point that loads or runs a model (`vlmzoo.load`, `vlmzoo.from_pretrained`,
+`vlmzoo.train`, and the ``generate``, ``eval``, ``train``, ``demo`` and ``bench`` commands): the device
+defaults to ``"auto"``, the first CUDA GPU when there is one, else Apple's MPS, else the first Intel
+XPU, else the CPU. `vlmzoo.build` alone defaults to the CPU: a random model is for inspection and
+tests.
 """
 
 from __future__ import annotations
@@ -11,7 +17,12 @@ import torch
 
 from vlmzoo.errors import DeviceError
 
-__all__ = ["available_devices", "resolve_device"]
+__all__ = ["AUTO", "AUTO_RULE", "available_devices", "resolve_device"]
+
+#: The default device of loading, generation, training and the command line.
+AUTO = "auto"
+#: What ``"auto"`` means, in the words the command line prints.
+AUTO_RULE = "CUDA when present, else MPS, XPU or the CPU"
 
 #: Names people type that are not PyTorch device types, and what they most likely mean.
 _MISNAMED = {"gpu": "cuda", "nvidia": "cuda", "apple": "mps", "metal": "mps", "tpu": "xla"}

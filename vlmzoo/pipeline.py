@@ -203,7 +203,7 @@ def load(
     path_or_repo_id: str | os.PathLike,
     *,
     dtype: torch.dtype | str | None = None,
-    device: torch.device | str | None = None,
+    device: torch.device | str | None = "auto",
     revision: str | None = None,
     token: str | bool | None = None,
     local_files_only: bool = False,

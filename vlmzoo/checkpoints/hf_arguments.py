@@ -43,7 +43,10 @@ def load_dtype(dtype: Any, torch_dtype: Any) -> Any:
 
 
 def load_device(device: Any, device_map: Any) -> torch.device:
-    """The one device to load onto, from ``device`` or a single-device ``device_map``; checked to exist."""
+    """The one device to load onto, from ``device`` or a single-device ``device_map``; checked to exist.
+
+    Neither given (or ``device="auto"``): the best device here (see `vlmzoo.devices.resolve_device`).
+    """
     if device_map is not None:
         if isinstance(device_map, Mapping):
             targets = {str(value) for value in device_map.values()}
@@ -58,10 +61,10 @@ def load_device(device: Any, device_map: Any) -> torch.device:
                 f"device_map={device_map!r} spreads a model over several devices, which vlmzoo does not do; pass "
                 "device_map='auto' (the best single device), 'cuda' or 'cpu'"
             )
-        if device is not None and resolve_device(device) != resolve_device(device_map):
+        if device not in (None, "auto") and resolve_device(device) != resolve_device(device_map):
             raise TypeError(f"got device={device!r} and device_map={device_map!r}; pass one")
         device = device_map
-    return resolve_device(device)
+    return resolve_device(device, default="auto")
 
 
 def attention_key(attn_implementation: str | None, registries) -> str | None:

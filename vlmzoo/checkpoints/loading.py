@@ -160,7 +160,7 @@ def from_pretrained(
     *,
     revision: str | None = None,
     dtype: torch.dtype | str | None = None,
-    device: torch.device | str | None = None,
+    device: torch.device | str | None = "auto",
     token: str | bool | None = None,
     progress: bool | None = None,
     quantize: str | None = None,
@@ -174,7 +174,8 @@ def from_pretrained(
 ):
     """Load a PaliGemma or PaliGemma 2 checkpoint from a local directory or a hub repo id.
 
-    ``dtype`` defaults to the checkpoint's own (also ``"auto"``); ``device`` to the CPU. Weights are cast
+    ``dtype`` defaults to the checkpoint's own (also ``"auto"``); ``device`` to ``"auto"``: the first CUDA
+    GPU when present, else MPS, XPU or the CPU (`vlmzoo.devices`). Weights are cast
     as they are assigned. ``quantize="int8"`` or ``"int4"`` stores the decoder's weights quantized (see
     `PaliGemma.quantize`), each weight quantized as soon as it is read, so the peak memory stays close
     to the quantized model's size. Raises `CheckpointMismatchError` (naming the keys) when weights and

@@ -46,7 +46,8 @@ def parser() -> argparse.ArgumentParser:
     """The full argument parser (also used to generate the CLI reference)."""
     top = argparse.ArgumentParser(prog="vlmzoo", description="PaliGemma and PaliGemma 2 model zoo.")
     top.add_argument("--debug", action="store_true", help="show the full traceback on errors")
-    top.add_argument("--quiet", action="store_true", help="no progress bars (they are also off when not a terminal)")
+    top.add_argument("--quiet", action="store_true",
+                     help="no progress bars (also off when not a terminal) and no device line")  # fmt: skip
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(commands)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import resource
 
+from vlmzoo.cli.options import add_device_option, announce_device
+
 MIDSIZE = "paligemma2-3b-224"
 
 
@@ -29,6 +31,7 @@ def _bench(args: argparse.Namespace) -> int:
             quantize=args.quantize,
         )
         name = f"random {MIDSIZE} with {args.layers}+{args.layers} layers"
+    announce_device(model.device, args.device)
     weight_bytes = decode_weight_bytes(model)
     device = str(model.device)
     print(f"{name}: {str(model.dtype).removeprefix('torch.')}, quantize={args.quantize}, {device}, "
@@ -67,5 +70,5 @@ def register(commands) -> None:
     bench.add_argument("--new-tokens", type=int, default=16)
     bench.add_argument("--repeats", type=int, default=3)
     bench.add_argument("--compile", action="store_true", help="compile the decode step with torch.compile")
-    bench.add_argument("--device", help="e.g. cpu or cuda (default: cpu)")
+    add_device_option(bench)
     bench.set_defaults(run=_bench)

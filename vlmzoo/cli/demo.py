@@ -10,6 +10,8 @@ import argparse
 import random
 from pathlib import Path
 
+from vlmzoo.cli.options import add_device_option, announce_device
+
 DEMO_MODEL = "shapes-demo"
 
 
@@ -23,14 +25,14 @@ def _demo(args: argparse.Namespace) -> int:
 
     if not 1 <= args.images <= 100:
         raise ValueError(f"--images must be between 1 and 100, got {args.images}")
-    vlm = vlmzoo.load(DEMO_MODEL)
+    vlm = vlmzoo.load(DEMO_MODEL, device=args.device)
+    announce_device(vlm.model.device, args.device)
     rng = random.Random(args.seed)
     scenes = [generate_scene(rng, size=args.size) for _ in range(args.images)]
     queries = [rng.choice(scene.shapes).label for scene in scenes]
     captions = vlm.caption([scene.image for scene in scenes])
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
-    width = max(len("caption en"), *(len(f"detect {q}") for q in queries))
     for index, (scene, query, caption) in enumerate(zip(scenes, queries, captions, strict=True), start=1):
         detection = vlm.detect(scene.image, query)
         scene.image.save(output / f"scene-{index}.png")
@@ -39,11 +41,11 @@ def _demo(args: argparse.Namespace) -> int:
         truth = "; ".join(_box(shape.box) for shape in scene.shapes if shape.label == query)
         found = "; ".join(f"{obj.label} {_box(obj.box)}" for obj in detection.objects) or "nothing"
         print(f"scene {index} ({scene.size[0]}x{scene.size[1]} pixels, {len(scene.shapes)} shape(s)):")
-        print(f"  {'caption en':<{width}}  → {caption.text!r}   (true: {caption_text(scene.shapes)!r})")
-        print(f"  {'detect ' + query:<{width}}  → {found}   (true: {truth})")
+        print(f"  caption en\n    model: {caption.text!r}\n    truth: {caption_text(scene.shapes)!r}")
+        print(f"  detect {query}\n    model: {found}\n    truth: {truth}")
         print(f"  saved {drawn}")
-    print(f"Try your own images: vlmzoo generate {DEMO_MODEL} --image IMAGE --task detect --labels 'red circle' "
-          "--draw out.png")  # fmt: skip
+    print(f"Your own images: vlmzoo generate {DEMO_MODEL} --image IMAGE --task detect \\\n"
+          "    --labels 'red circle' --draw out.png")  # fmt: skip
     return 0
 
 
@@ -59,4 +61,5 @@ def register(commands) -> None:
     demo.add_argument("--seed", type=int, default=0, help="scenes are drawn from this seed (default 0)")
     demo.add_argument("--size", type=int, default=224, help="scene side in pixels (default 224; any size works)")
     demo.add_argument("--output", default="vlmzoo-demo", help="folder for the images (default ./vlmzoo-demo)")
+    add_device_option(demo)
     demo.set_defaults(run=_demo)

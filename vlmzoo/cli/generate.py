@@ -12,11 +12,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vlmzoo.cli.options import add_device_option, announce_device
+
 #: File suffixes taken from a folder given as ``--image``.
 IMAGE_SUFFIXES = frozenset({".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"})
 #: The first word of a raw prompt → the post-processor that parses its answer.
 PROMPT_TASKS = {"detect": "detect", "segment": "segment", "caption": "caption", "describe": "caption",
                 "ocr": "ocr", "answer": "answer"}  # fmt: skip
+#: The keys of every `TaskResult.to_dict`; text output also prints any other key a task's result adds.
+BASE_FIELDS = frozenset({"task", "text", "raw_text", "image_size", "objects"})
 #: Sampler options passed through to generation when given.
 SAMPLER_OPTIONS = ("temperature", "top_k", "top_p", "min_p", "repetition_penalty")
 
@@ -91,6 +95,9 @@ def _print_result(path: Path, text: str, result: Any, streamed: bool, several: b
             print(f"  {obj.label}: box ({box}){mask}")
     elif result.text != text.strip():
         print(f"  {result.text}")
+    for name, value in result.to_dict().items():  # what a plugin's result adds (e.g. count's "counts")
+        if name not in BASE_FIELDS:
+            print(f"  {name}: {json.dumps(value, ensure_ascii=False)}")
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -109,6 +116,7 @@ def _generate(args: argparse.Namespace) -> int:
         args.model, dtype=args.dtype, device=args.device, revision=args.revision, quantize=args.quantize,
         compile=args.compile,
     )
+    announce_device(vlm.model.device, args.device)
     sampler_options = {name: value for name in SAMPLER_OPTIONS if (value := getattr(args, name)) is not None}
     max_new_tokens = args.max_new_tokens or (post.max_new_tokens if post is not None else 64)
     common = dict(max_new_tokens=max_new_tokens, sampler=args.sampler, seed=args.seed, **sampler_options)
@@ -180,7 +188,7 @@ def register(commands) -> None:
     run.add_argument("--seed", type=int)
     model = gen.add_argument_group("model")
     model.add_argument("--dtype", help="float32, bfloat16 or float16 (default: the checkpoint's)")
-    model.add_argument("--device", help="e.g. cpu or cuda (default: cpu)")
+    add_device_option(model)
     model.add_argument("--revision", help="hub revision (branch, tag or commit)")
     model.add_argument("--quantize", help="weight-only quantization of the decoder: int8 or int4")
     model.add_argument("--compile", action="store_true", help="compile the decode step (pays off on long outputs)")

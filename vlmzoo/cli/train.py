@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import types
 import typing
 from typing import Any
+
+from vlmzoo.cli.options import add_device_option, announce_device
 
 _STRING_TYPES = (str, type(None))
 
@@ -51,6 +54,7 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from vlmzoo.devices import AUTO, resolve_device
     from vlmzoo.training.config import TrainingConfig
     from vlmzoo.training.trainer import run
 
@@ -59,6 +63,8 @@ def _train(args: argparse.Namespace) -> int:
         config = TrainingConfig.from_file(args.config, **options)
     else:
         config = TrainingConfig.checked(options, source="vlmzoo train options")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, each process takes its own GPU: say it once
+        announce_device(resolve_device(config.device, default=AUTO), config.device)
     run(config)
     return 0
 
@@ -68,6 +74,7 @@ def _eval(args: argparse.Namespace) -> int:
     from vlmzoo.training.evaluation import evaluate
 
     model = vlmzoo.from_pretrained(args.model, device=args.device)
+    announce_device(model.device, args.device)
     processor = vlmzoo.load_processor(args.processor or args.model)
     metrics = evaluate(model, processor, args.data, batch_size=args.batch_size, max_length=args.max_length)
     print(json.dumps(metrics))
@@ -98,5 +105,5 @@ def register(commands) -> None:
     evaluate.add_argument("--processor", help="processor directory or hub id (default: the model's)")
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.add_argument("--max-length", type=int, help="longest sequence allowed (default: the model's limit)")
-    evaluate.add_argument("--device", help="e.g. cpu or cuda (default: cpu)")
+    add_device_option(evaluate)
     evaluate.set_defaults(run=_eval)

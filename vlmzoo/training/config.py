@@ -91,7 +91,9 @@ class TrainingConfig(BaseModel):
     seed: int = 0
 
     # Runtime
-    device: str | None = Field(None, description="e.g. 'cpu' or 'cuda' (default: CUDA when available)")
+    device: str | None = Field(
+        "auto", description="'auto': CUDA when present (one GPU per process under torchrun), else MPS, XPU, CPU"
+    )
     distributed: Literal["auto", "ddp", "fsdp", "none"] = Field(
         "auto", description="under torchrun: 'auto' and 'ddp' use DistributedDataParallel, 'fsdp' fully_shard"
     )

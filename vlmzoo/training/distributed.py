@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from vlmzoo.devices import resolve_device
+
 
 @dataclass
 class ProcessGroup:
@@ -50,14 +52,16 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def join(device: str | None = None) -> ProcessGroup:
-    """This process's place: joins torchrun's group when launched by it (gloo on CPU, NCCL on CUDA)."""
+def join(device: str | None = "auto") -> ProcessGroup:
+    """This process's place: joins torchrun's group when launched by it (gloo on CPU, NCCL on CUDA).
+
+    ``"auto"`` (or None): the process's own GPU (``LOCAL_RANK``) when CUDA is present, else MPS, XPU, CPU.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and resolved.index is None:
+    automatic = device is None or str(device).strip().lower() == "auto"
+    resolved = resolve_device(device, default="auto")
+    if resolved.type == "cuda" and (automatic or resolved.index is None):
         resolved = torch.device("cuda", local_rank)
     if resolved.type == "cuda":
         torch.cuda.set_device(resolved)
