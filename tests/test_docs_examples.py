@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.metadata
 import io
+import os
 import random
 import subprocess
 import sys
@@ -84,6 +86,11 @@ class _Reader:
         )  # fmt: skip
         assert done.returncode == 0, f"{example.where}: `{' '.join(argv)}` failed:\n{done.stderr}"
         installed = {path.name.split(".")[0] for path in self.site.iterdir() if path.suffix != ".dist-info"}
+        # The page's plugin shadows a copy of the same distribution in this environment, and is enabled.
+        plugins = {ep.name for info in self.site.glob("*.dist-info")
+                   for ep in importlib.metadata.Distribution.at(info).entry_points if ep.group == "vlmzoo"}  # fmt: skip
+        disabled = set(filter(None, os.environ.get("VLMZOO_DISABLE_PLUGINS", "").split(","))) - plugins
+        self.monkeypatch.setenv("VLMZOO_DISABLE_PLUGINS", ",".join(sorted(disabled)))
         for name in [m for m in sys.modules if m.split(".")[0] in installed]:
             self.monkeypatch.delitem(sys.modules, name)
         self.monkeypatch.syspath_prepend(str(self.site))
