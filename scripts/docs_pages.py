@@ -1,8 +1,9 @@
 """mkdocs hook: pages generated at build time from the code, so they cannot go stale.
 
-- ``reference/models.md``: every variant in the registry (built-in and installed plugins), from
-  `vlmzoo.catalog.describe_models`;
-- ``reference/cli.md``: every ``vlmzoo`` command and option, from the argparse parser itself.
+- ``reference/models.md``: every built-in variant, smallest first, with its size and its Hugging Face
+  checkpoints, from `vlmzoo.catalog.describe_models`;
+- ``reference/cli.md``: every ``vlmzoo`` command and option, from the argparse parser itself;
+- ``reference/training-options.md``: every `TrainingConfig` field, from its pydantic fields.
 """
 
 from __future__ import annotations
@@ -10,31 +11,138 @@ from __future__ import annotations
 import argparse
 import os
 
+#: The longest code line the site shows whole (docs/stylesheets/extra.css; tests/test_docs_site.py checks it).
+CODE_WIDTH = 85
+
 GENERATED = {
     "reference/models.md": "models_page",
     "reference/cli.md": "cli_page",
+    "reference/training-options.md": "training_options_page",
 }
 
 
+#: The Hugging Face checkpoints of each built-in variant, by kind: ``pt`` (pretrained, to fine-tune),
+#: ``mix`` (fine-tuned on a task mixture, to use as is), ``ft`` (fine-tuned on one data set).
+HUB = "https://huggingface.co/"
+PALIGEMMA_FT = "https://huggingface.co/models?search=google/paligemma-3b-ft"
+CHECKPOINTS = {
+    "paligemma-3b-224": ["google/paligemma-3b-pt-224", "google/paligemma-3b-mix-224", PALIGEMMA_FT],
+    "paligemma-3b-448": ["google/paligemma-3b-pt-448", "google/paligemma-3b-mix-448", PALIGEMMA_FT],
+    "paligemma-3b-896": ["google/paligemma-3b-pt-896", PALIGEMMA_FT],
+    "paligemma2-3b-224": ["google/paligemma2-3b-pt-224", "google/paligemma2-3b-mix-224"],
+    "paligemma2-3b-448": ["google/paligemma2-3b-pt-448", "google/paligemma2-3b-mix-448",
+                          "google/paligemma2-3b-ft-docci-448"],
+    "paligemma2-3b-896": ["google/paligemma2-3b-pt-896"],
+    "paligemma2-10b-224": ["google/paligemma2-10b-pt-224", "google/paligemma2-10b-mix-224"],
+    "paligemma2-10b-448": ["google/paligemma2-10b-pt-448", "google/paligemma2-10b-mix-448",
+                           "google/paligemma2-10b-ft-docci-448"],
+    "paligemma2-10b-896": ["google/paligemma2-10b-pt-896"],
+    "paligemma2-28b-224": ["google/paligemma2-28b-pt-224", "google/paligemma2-28b-mix-224"],
+    "paligemma2-28b-448": ["google/paligemma2-28b-pt-448", "google/paligemma2-28b-mix-448"],
+    "paligemma2-28b-896": ["google/paligemma2-28b-pt-896"],
+}  # fmt: skip
+
+
+def _checkpoint_links(name: str, description: str) -> str:
+    links = []
+    for repo in CHECKPOINTS.get(name, []):
+        if repo.startswith(HUB):
+            links.append(f"[ft (many)]({repo})")
+        else:
+            kind = repo.split("-")[2] if repo.count("-") >= 3 else repo
+            kind = "ft-docci" if "ft-docci" in repo else kind
+            links.append(f"[{kind}]({HUB}{repo})")
+    return " · ".join(links) or description
+
+
+def _gb(nbytes: int) -> str:
+    return f"{nbytes / 1e9:.2f}" if nbytes >= 1e7 else "< 0.01"
+
+
 def models_page() -> str:
+    import vlmzoo
     from vlmzoo.catalog import describe_models
 
+    registry = vlmzoo.get_registries().variant
+    built_in = [m for m in describe_models() if registry.owner(m.name) == "vlmzoo"]
     lines = [
         "# Model zoo",
         "",
-        "Every variant registered in this installation, generated from the registry when the docs are built",
-        "(`vlmzoo list` prints the same table). Parameter counts count the tied output head once; they are",
-        "what `vlmzoo.build(name, device=\"meta\").num_parameters()` returns.",
+        "The variants vlmzoo itself provides, smallest first, generated from its registry when the docs",
+        "are built. `vlmzoo list` prints the same rows, plus any variant an installed plugin adds.",
+        "Parameter counts count the tied output head once: they are what",
+        '`vlmzoo.build(name, device="meta").num_parameters()` returns. GB is the size of the weights',
+        "(10^9 bytes) in bfloat16 and in float32; int8 and int4 store the decoder in about a half and a",
+        "quarter of bfloat16. The checkpoint links lead to the Hugging Face hub (gated: accept the licence",
+        "there first): `pt` pretrained, to fine-tune; `mix` fine-tuned on a mixture of tasks, to use as is;",
+        "`ft` fine-tuned on one data set.",
         "",
-        "| name | aliases | family | parameters | image tokens | resolution | description |",
-        "|---|---|---|---:|---:|---:|---|",
+        "| name | aliases | parameters | GB bf16 | GB fp32 | image tokens | px | checkpoints |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
-    for m in describe_models():
+    for m in sorted(built_in, key=lambda m: (m.parameters, m.name)):
         aliases = ", ".join(f"`{a}`" for a in m.aliases)
         lines.append(
-            f"| `{m.name}` | {aliases} | {m.family} | {m.parameters:,} | {m.image_tokens} | {m.resolution} px "
-            f"| {m.description} |"
+            f"| `{m.name}` | {aliases} | {m.parameters:,} | {_gb(m.parameters * 2)} | {_gb(m.parameters * 4)} "
+            f"| {m.image_tokens} | {m.resolution} | {_checkpoint_links(m.name, m.description)} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def _type_name(annotation) -> str:
+    """A field's type as a reader writes it: ``int | None``, ``'left' | 'right'``."""
+    import types
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return " | ".join(f"`{value!r}`" for value in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return "None"
+    if origin is not None:
+        args = ", ".join("..." if arg is Ellipsis else _type_name(arg) for arg in typing.get_args(annotation))
+        return f"{origin.__name__}[{args}]"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _fields_rows(model, prefix: str = "") -> list[str]:
+    from pydantic import BaseModel
+    from pydantic_core import PydanticUndefined
+
+    rows = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows += _fields_rows(annotation, prefix=f"{prefix}{name}.")
+            continue
+        if field.default is PydanticUndefined and field.default_factory is None:
+            default = "**required**"
+        else:
+            value = field.default_factory() if field.default_factory is not None else field.default
+            default = f"`{value!r}`"
+        flag = "" if prefix else f" (`--{name.replace('_', '-')}`)"
+        cells = [f"`{prefix}{name}`{flag}", _type_name(annotation), default, field.description or ""]
+        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return rows
+
+
+def training_options_page() -> str:
+    from vlmzoo.training.config import TrainingConfig
+
+    lines = [
+        "# Training options",
+        "",
+        "Every field of `vlmzoo.training.TrainingConfig`, generated from the class when the docs are built.",
+        "Each is a keyword argument of `vlmzoo.train`, a key of a `vlmzoo train --config` file (TOML or",
+        "JSON) and an option of `vlmzoo train` (`max_steps` is `--max-steps`; tables and lists as JSON,",
+        "`--lora '{\"rank\": 16}'`). The [fine-tuning guide](../guides/fine-tuning.md) shows them in use.",
+        "",
+        "| option | type | default | what it does |",
+        "|---|---|---|---|",
+        *_fields_rows(TrainingConfig),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -48,7 +156,7 @@ def _subcommands(parser: argparse.ArgumentParser) -> list[tuple[str, argparse.Ar
 def cli_page() -> str:
     from vlmzoo.cli import parser
 
-    os.environ["COLUMNS"] = "100"  # argparse wraps help to the terminal width: make the page stable
+    os.environ["COLUMNS"] = str(CODE_WIDTH)  # argparse wraps help to this width: stable, and never clipped
     top = parser()
     lines = [
         "# Command line",

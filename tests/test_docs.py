@@ -14,19 +14,26 @@ docs_pages = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(docs_pages)
 
 
-def test_the_models_page_lists_every_variant_with_its_exact_parameter_count():
+def test_the_models_page_lists_every_built_in_variant_smallest_first_with_its_checkpoints():
     page = docs_pages.models_page()
+    rows = [line for line in page.splitlines() if line.startswith("| `")]
+    counts = []
     for name in vlmzoo.list_models():
         count = vlmzoo.build(name, device="meta").num_parameters()
-        assert f"| `{name}` |" in page and f"{count:,}" in page
+        (row,) = [r for r in rows if r.startswith(f"| `{name}` |")]
+        assert f"| {count:,} | {count * 2 / 1e9:.2f} |" in row or count * 2 < 1e7
+        counts.append((rows.index(row), count))
+    assert [c for _, c in sorted(counts)] == sorted(c for _, c in counts)  # smallest first
     assert "`paligemma2-224`" in page  # aliases are listed
+    assert "(https://huggingface.co/google/paligemma2-10b-mix-448)" in page
 
 
-def test_the_models_page_shows_a_plugin_variant(example_plugin_path):
+def test_the_models_page_leaves_out_plugin_variants(example_plugin_path):
     from vlmzoo_example_plugin import plugin
 
     with vlmzoo.plugins.plugin_registered(plugin):
-        assert "`example-paligemma2-tiny`" in docs_pages.models_page()
+        assert "example-paligemma2-tiny" in vlmzoo.list_models()
+        assert "example-paligemma2-tiny" not in docs_pages.models_page()
 
 
 def test_the_cli_page_documents_every_command_and_option():

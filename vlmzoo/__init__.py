@@ -1,7 +1,8 @@
 """vlmzoo: PaliGemma and PaliGemma 2 in every public size, built from typed configs and plugins.
 
->>> import vlmzoo
->>> model = vlmzoo.build("paligemma2-224", device="meta")
+Examples:
+    >>> import vlmzoo
+    >>> model = vlmzoo.build("paligemma2-224", device="meta")
 """
 
 from vlmzoo.checkpoints import CheckpointMismatchError, CheckpointNotFoundError, from_pretrained
@@ -27,8 +28,9 @@ __version__ = "0.1.0"
 def train(model, processor=None, train_data=None, eval_data=None, **options):
     """Fine-tune a model on (image, prefix, suffix) records; see `vlmzoo.training.train` for the options.
 
-    >>> vlmzoo.train("google/paligemma2-3b-pt-224", train_data="train.jsonl", output_dir="runs/a",
-    ...              max_steps=100, batch_size=8, learning_rate=1e-5)  # doctest: +SKIP
+    Examples:
+        >>> vlmzoo.train("google/paligemma2-3b-pt-224", train_data="train.jsonl", output_dir="runs/a",
+        ...              max_steps=100, batch_size=8, learning_rate=1e-5)
     """
     # Imported here so that ``import vlmzoo`` does not load the training stack.
     from vlmzoo.training import train as _train

@@ -18,9 +18,10 @@ from vlmzoo.tasks import Postprocessor, TaskResult, prepare_task
 class VisionLanguageModel:
     """A `PaliGemma` model and the `PaliGemmaProcessor` that feeds it.
 
-    >>> vlm = vlmzoo.load("google/paligemma2-3b-mix-224")           # doctest: +SKIP
-    >>> vlm.generate("cat.jpg", "caption en")                       # doctest: +SKIP
-    'a cat sleeping on a sofa'
+    Examples:
+        >>> vlm = vlmzoo.load("google/paligemma2-3b-mix-224")
+        >>> vlm.generate("cat.jpg", "caption en")
+        'a cat sleeping on a sofa'
     """
 
     def __init__(self, model, processor: PaliGemmaProcessor, *, compile: bool = False) -> None:

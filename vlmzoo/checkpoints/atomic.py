@@ -68,8 +68,9 @@ def staged_directory(target: str | os.PathLike, *, replaces: Iterable[str] = ())
     the new set did not write a file of the same name; other files in ``target`` are never touched.
     If the body raises, the staging directory is deleted and ``target`` is left as it was.
 
-    >>> with staged_directory("ckpt", replaces=["model.safetensors"]) as stage:   # doctest: +SKIP
-    ...     save_file(tensors, stage / "model-00001-of-00002.safetensors")
+    Examples:
+        >>> with staged_directory("ckpt", replaces=["model.safetensors"]) as stage:
+        ...     save_file(tensors, stage / "model-00001-of-00002.safetensors")
     """
     target = Path(target)
     target.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,11 @@
 """Tasks: prompts the checkpoints were trained with, and model text turned into boxes, masks and text.
 
->>> import vlmzoo
->>> result = vlmzoo.get_postprocessor("detect").parse("<loc0000><loc0000><loc0511><loc1023> cat", image_size=(640, 480))
->>> result.objects[0].label, result.objects[0].box
-('cat', (0.0, 0.0, 640.0, 239.76539589442814))
+Examples:
+    >>> import vlmzoo
+    >>> detect = vlmzoo.get_postprocessor("detect")
+    >>> result = detect.parse("<loc0000><loc0000><loc0511><loc1023> cat", image_size=(640, 480))
+    >>> result.objects[0].label, result.objects[0].box
+    ('cat', (0.0, 0.0, 640.0, 239.76539589442814))
 """
 
 from __future__ import annotations
@@ -123,9 +125,10 @@ def prepare_task(task: str | Postprocessor, *prompt_args: Any, **options: Any) -
     in the task's ``prompt`` signature (``objects``, ``question``, ``lang``...) build the prompt; the
     other ``options`` build the post-processor (``bins``, ``vae``...), which a ready object cannot take.
 
-    >>> post, prompt = prepare_task("detect", ["cat", "dog"], bins=1024)
-    >>> prompt
-    'detect cat ; dog'
+    Examples:
+        >>> post, prompt = prepare_task("detect", ["cat", "dog"], bins=1024)
+        >>> prompt
+        'detect cat ; dog'
     """
     if isinstance(task, Postprocessor):
         post = task

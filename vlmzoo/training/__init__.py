@@ -1,8 +1,9 @@
 """Fine-tuning: JSONL (image, prefix, suffix) data, loss on the suffix, one process or many under torchrun.
 
->>> import vlmzoo
->>> vlmzoo.train("google/paligemma2-3b-pt-224", train_data="data/train.jsonl",
-...              output_dir="runs/cats", max_steps=500, batch_size=16, learning_rate=1e-5)  # doctest: +SKIP
+Examples:
+    >>> import vlmzoo
+    >>> vlmzoo.train("google/paligemma2-3b-pt-224", train_data="data/train.jsonl",
+    ...              output_dir="runs/cats", max_steps=500, batch_size=16, learning_rate=1e-5)
 """
 
 from vlmzoo.training.config import TrainingConfig

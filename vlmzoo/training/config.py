@@ -43,7 +43,11 @@ class LoraConfig(BaseModel):
 
 
 class TrainingConfig(BaseModel):
-    """The options of one fine-tuning run (see the fine-tuning guide for each in context)."""
+    """The options of one fine-tuning run.
+
+    The docs' Reference > Training options page tables every field with its type, default and meaning;
+    the fine-tuning guide shows each in context.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -68,7 +72,7 @@ class TrainingConfig(BaseModel):
         None, description="JSONL file (or generator table) evaluated every eval_every steps"
     )
     max_length: int | None = Field(None, gt=0, description="longest sequence allowed (default: the model's limit)")
-    padding_side: Literal["left", "right"] = "right"
+    padding_side: Literal["left", "right"] = Field("right", description="where batches are padded (same loss)")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes that decode images")
 
     # Optimisation
@@ -76,10 +80,10 @@ class TrainingConfig(BaseModel):
     max_steps: int = Field(gt=0, description="optimizer steps")
     batch_size: int = Field(gt=0, description="examples per optimizer step, over all processes together")
     grad_accumulation: int = Field(1, gt=0, description="micro-batches per optimizer step (per process)")
-    learning_rate: float = Field(1e-4, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    adam_eps: float = Field(1e-8, gt=0)
+    learning_rate: float = Field(1e-4, gt=0, description="AdamW peak learning rate, after warm-up")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW decoupled weight decay")
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW moment decay rates")
+    adam_eps: float = Field(1e-8, gt=0, description="AdamW denominator epsilon")
     warmup_steps: int = Field(0, ge=0, description="linear warm-up from 0 to learning_rate")
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine decay ends at learning_rate * min_lr_ratio")
     max_grad_norm: float | None = Field(1.0, gt=0, description="clip the gradient norm (None: no clipping)")
@@ -88,7 +92,7 @@ class TrainingConfig(BaseModel):
     precision: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="'auto': bfloat16 autocast where the device supports it fast (CUDA), else float32"
     )
-    seed: int = 0
+    seed: int = Field(0, description="fixes the initialisation, the data order and dropout")
 
     # Runtime
     device: str | None = Field(

@@ -5,7 +5,8 @@ the model is prompted exactly as for detection (``detect cat ; dog``), the answe
 own ``detect`` post-processor, and the boxes are counted per label. Fine-tuned models sometimes write
 the same box twice; boxes of one label that overlap more than ``duplicate_iou`` are counted once.
 
-    >>> vlm.run("count", "street.jpg", ["car", "person"]).counts     # doctest: +SKIP
+Examples:
+    >>> vlm.run("count", "street.jpg", ["car", "person"]).counts
     {'car': 3, 'person': 2}
 """
 
