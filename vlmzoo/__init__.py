@@ -29,8 +29,9 @@ def train(model, processor=None, train_data=None, eval_data=None, **options):
     """Fine-tune a model on (image, prefix, suffix) records; see `vlmzoo.training.train` for the options.
 
     Examples:
-        >>> vlmzoo.train("google/paligemma2-3b-pt-224", train_data="train.jsonl", output_dir="runs/a",
-        ...              max_steps=100, batch_size=8, learning_rate=1e-5)
+        >>> vlmzoo.train("google/paligemma2-3b-pt-224", train_data="train.jsonl",
+        ...              output_dir="runs/a", max_steps=100, batch_size=8,
+        ...              learning_rate=1e-5)
     """
     # Imported here so that ``import vlmzoo`` does not load the training stack.
     from vlmzoo.training import train as _train

@@ -3,7 +3,8 @@
 Examples:
     >>> import vlmzoo
     >>> detect = vlmzoo.get_postprocessor("detect")
-    >>> result = detect.parse("<loc0000><loc0000><loc0511><loc1023> cat", image_size=(640, 480))
+    >>> text = "<loc0000><loc0000><loc0511><loc1023> cat"
+    >>> result = detect.parse(text, image_size=(640, 480))
     >>> result.objects[0].label, result.objects[0].box
     ('cat', (0.0, 0.0, 640.0, 239.76539589442814))
 """

@@ -3,7 +3,8 @@
 Examples:
     >>> import vlmzoo
     >>> vlmzoo.train("google/paligemma2-3b-pt-224", train_data="data/train.jsonl",
-    ...              output_dir="runs/cats", max_steps=500, batch_size=16, learning_rate=1e-5)
+    ...              output_dir="runs/cats", max_steps=500, batch_size=16,
+    ...              learning_rate=1e-5)
 """
 
 from vlmzoo.training.config import TrainingConfig

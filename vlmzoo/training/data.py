@@ -2,7 +2,7 @@
 
 A JSONL file holds one object per line, the layout big_vision and the Hugging Face examples use::
 
-    {"image": "images/0001.jpg", "prefix": "detect cat", "suffix": "<loc0100><loc0200><loc0300><loc0400> cat"}
+    {"image": "images/0001.jpg", "prefix": "caption en", "suffix": "a cat on a red sofa"}
 
 Image paths are relative to the JSONL file. `validate` reads every record before training starts and
 raises one `DataError` that lists each bad record by file and line; nothing is skipped silently.
