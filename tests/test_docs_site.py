@@ -65,3 +65,15 @@ def test_the_check_sees_a_clipped_line():
     page = f'<pre><code><span class="n">{long[:10]}</span>{long[10:]}\nshort &amp; fine</code></pre>'
     assert clipped(page) == [long]
     assert code_lines(page)[1] == "short & fine"
+
+
+def test_every_written_page_links_to_its_source_shipped_with_the_site(site):
+    for source in (REPO_ROOT / "docs").rglob("*.md"):
+        relative = source.relative_to(REPO_ROOT / "docs")
+        page = site / relative.with_suffix("") / "index.html" if relative.name != "index.md" else (
+            site / relative.parent / "index.html"
+        )  # fmt: skip
+        link = re.search(r'href="([^"]*_source/[^"]*)"', page.read_text(encoding="utf-8"))
+        assert link, f"{page} has no link to its source"
+        shipped = (page.parent / link.group(1)).resolve()
+        assert shipped.read_text(encoding="utf-8") == source.read_text(encoding="utf-8"), relative
