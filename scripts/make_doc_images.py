@@ -103,7 +103,7 @@ def tasks() -> list[Path]:
     from vlmzoo.data.shapes import generate_scene
     from vlmzoo.tasks import draw_objects
 
-    vlm = vlmzoo.load("shapes-demo")
+    vlm = vlmzoo.load("shapes-demo", device="cpu")
     rng = random.Random(2024)
     scenes = [generate_scene(rng, size=320) for _ in range(4)]
     drawn = []
@@ -117,7 +117,55 @@ def tasks() -> list[Path]:
     return [IMAGES / name for name in written]
 
 
-FIGURES: dict[str, Callable[[], list[Path]]] = {"masks": masks, "tasks": tasks}
+def _with_caption(image: Image.Image, text: str) -> Image.Image:
+    """The image with ``text`` under it, wrapped to the image's width: a result card."""
+    font = ImageFont.load_default(size=15)
+    measure = ImageDraw.Draw(image)
+    lines, line = [], ""
+    for word in text.split():
+        candidate = f"{line} {word}".strip()
+        if line and measure.textlength(candidate, font=font) > image.width - 12:
+            lines.append(line)
+            candidate = word
+        line = candidate
+    lines.append(line)
+    card = Image.new("RGB", (image.width, image.height + 12 + 22 * len(lines)), "white")
+    card.paste(image, (0, 0))
+    draw = ImageDraw.Draw(card)
+    for index, line in enumerate(lines):
+        draw.text((6, image.height + 8 + 22 * index), line, fill="black", font=font)
+    return card
+
+
+def _pad(image: Image.Image, height: int) -> Image.Image:
+    padded = Image.new("RGB", (image.width, height), "white")
+    padded.paste(image, (0, 0))
+    return padded
+
+
+def captions() -> list[Path]:
+    """``caption en`` answers of the bundled ``shapes-demo`` model, under the scenes (a seed training did not use)."""
+    import random
+
+    import vlmzoo
+    from vlmzoo.data.shapes import generate_scene
+
+    vlm = vlmzoo.load("shapes-demo", device="cpu")
+    rng = random.Random(2025)
+    scenes = [generate_scene(rng, size=280) for _ in range(3)]
+    answers = vlm.caption([scene.image for scene in scenes])
+    cards = [
+        _with_caption(scene.image, f"caption en: {answer.text!r}")
+        for scene, answer in zip(scenes, answers, strict=True)
+    ]
+    height = max(card.height for card in cards)
+    written = {"task_caption.png": _grid([_pad(card, height) for card in cards], columns=3)}
+    for name, image in written.items():
+        image.save(IMAGES / name)
+    return [IMAGES / name for name in written]
+
+
+FIGURES: dict[str, Callable[[], list[Path]]] = {"masks": masks, "tasks": tasks, "captions": captions}
 
 
 def main() -> None:

@@ -61,6 +61,21 @@ def test_the_mask_pictures_are_what_the_script_draws_from_the_model_code(tmp_pat
         )
 
 
+def test_the_caption_picture_is_what_the_demo_model_answers(tmp_path, monkeypatch, single_thread):
+    import numpy as np
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location("make_doc_images", REPO_ROOT / "scripts" / "make_doc_images.py")
+    images = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(images)
+    monkeypatch.setattr(images, "IMAGES", tmp_path)
+    (path,) = images.captions()
+    committed = REPO_ROOT / "docs" / "images" / path.name
+    assert np.array_equal(np.asarray(Image.open(path)), np.asarray(Image.open(committed))), (
+        f"docs/images/{path.name} is stale: run python scripts/make_doc_images.py captions"
+    )
+
+
 def _api_directives() -> set[str]:
     """Every object rendered by a mkdocstrings ``::: name`` line in the API pages."""
     found = set()
