@@ -101,3 +101,25 @@ def test_every_public_subpackage_has_a_module_page():
     )
     missing = [name for name in packages if not any(d == name or d.startswith(f"{name}.") for d in documented)]
     assert not missing, f"add a page under docs/api/modules with `::: <package>` for: {missing}"
+
+
+def test_every_public_function_has_a_parameter_table():
+    """An ``Args:`` entry for every parameter: mkdocstrings renders the section as a table."""
+    import inspect
+    import re
+
+    functions = [getattr(vlmzoo, name) for name in vlmzoo.__all__ if inspect.isfunction(getattr(vlmzoo, name))]
+    functions += [vlmzoo.VisionLanguageModel.generate, vlmzoo.VisionLanguageModel.stream,
+                  vlmzoo.VisionLanguageModel.run, vlmzoo.generation.generate]  # fmt: skip
+    for function in functions:
+        if not [name for name in inspect.signature(function).parameters if name != "self"]:
+            continue
+        doc = inspect.getdoc(function) or ""
+        args = doc.partition("\nArgs:\n")[2]
+        assert args, f"{function.__qualname__} has no Args: section"
+        for parameter in inspect.signature(function).parameters.values():
+            if parameter.name == "self":
+                continue
+            stars = {inspect.Parameter.VAR_POSITIONAL: r"\*", inspect.Parameter.VAR_KEYWORD: r"\*\*"}
+            pattern = rf"^\s+{stars.get(parameter.kind, '')}{parameter.name}:"
+            assert re.search(pattern, args, re.MULTILINE), f"{function.__qualname__}: {parameter.name} undocumented"

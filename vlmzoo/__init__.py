@@ -5,6 +5,8 @@ Examples:
     >>> model = vlmzoo.build("paligemma2-224", device="meta")
 """
 
+from typing import Any
+
 from vlmzoo.checkpoints import CheckpointMismatchError, CheckpointNotFoundError, from_pretrained
 from vlmzoo.config import DecoderConfig, PaliGemmaConfig, ProjectorConfig, VisionConfig
 from vlmzoo.errors import (
@@ -25,8 +27,15 @@ from vlmzoo.zoo import UnknownModelError, Variant, build, get_config, list_model
 __version__ = "0.1.0"
 
 
-def train(model, processor=None, train_data=None, eval_data=None, **options):
+def train(model: Any, processor: Any = None, train_data: Any = None, eval_data: Any = None, **options: Any) -> Any:
     """Fine-tune a model on (image, prefix, suffix) records; see `vlmzoo.training.train` for the options.
+
+    Args:
+        model: a loaded model, a checkpoint directory or hub id, or a zoo variant name.
+        processor: a processor, or its directory or hub id (default: the model's).
+        train_data: a JSONL path, a list of records or a generator spec.
+        eval_data: the same, evaluated every ``eval_every`` steps and at the end.
+        **options: the other `TrainingConfig` fields (``output_dir``, ``max_steps``...).
 
     Examples:
         >>> vlmzoo.train("google/paligemma2-3b-pt-224", train_data="train.jsonl",

@@ -58,6 +58,17 @@ class VisionLanguageModel:
 
         ``options`` go to `vlmzoo.generation.generate`: ``seed``, ``stop_at_eos``, and sampler options
         such as ``temperature`` or ``top_p``. ``<loc>`` and ``<seg>`` tokens are kept in the text.
+
+        Args:
+            images: one image (a path, a PIL image, an array or a tensor) or a list of them.
+            prompts: one prompt, or one per image.
+            max_new_tokens: the most tokens to generate per image.
+            sampler: a sampler name (``"greedy"``, ``"temperature+top_p"``) or object.
+            skip_special_tokens: leave ``<eos>``, ``<pad>`` and the like out of the text.
+            **options: ``seed``, ``stop_at_eos``, sampler options (``temperature``, ``top_p``...).
+
+        Returns:
+            The answer for a single prompt string, else a list of answers.
         """
         options.setdefault("compile", self.compile)
         tokens = self.model.generate(
@@ -76,7 +87,16 @@ class VisionLanguageModel:
         skip_special_tokens: bool = True,
         **options: Any,
     ) -> Iterator[str]:
-        """Yield pieces of text as tokens are made; joined, they equal `generate`'s answer."""
+        """Yield pieces of text as tokens are made; joined, they equal `generate`'s answer.
+
+        Args:
+            image: one image.
+            prompt: one prompt.
+            max_new_tokens: the most tokens to generate.
+            sampler: a sampler name or object.
+            skip_special_tokens: leave special tokens out of the text.
+            **options: as for `generate`.
+        """
         if not isinstance(prompt, str):
             raise TypeError("stream() takes one prompt; use generate() for a batch")
         options.setdefault("compile", self.compile)
@@ -116,6 +136,19 @@ class VisionLanguageModel:
         ``generate_options`` (``seed``, ``temperature``, ``callback``...) go to the model's ``generate``.
         Boxes and masks are in pixels of each original image; each object's ``score`` is the geometric mean
         of the probabilities the model gave its tokens (four ``<loc>``, any ``<seg>``, the label).
+
+        Args:
+            task: a registered task name (``"detect"``, ``"caption"``, a plugin's) or a post-processor.
+            images: one image or a list of images.
+            *prompt_args: what the task's prompt takes first (the objects of ``detect``, a question).
+            max_new_tokens: the most tokens to generate (default: the task's budget).
+            sampler: a sampler name or object.
+            generate_options: more options for the model's ``generate`` (``seed``, ``callback``...).
+            **options: prompt options (``objects``, ``question``, ``lang``) and post-processor options
+                (``bins``, ``vae``).
+
+        Returns:
+            A `TaskResult` (or the task's subclass) for one image, a list of them for a list.
         """
         post, prompt = prepare_task(task, *prompt_args, **options)
         single = not isinstance(images, (list, tuple)) and not (
@@ -220,6 +253,22 @@ def load(
     `vlmzoo.from_pretrained`); ``compile=True`` makes generation compile its decode step (see
     `vlmzoo.generation.stream`). Other ``options`` go to `vlmzoo.from_pretrained` (``torch_dtype``,
     ``device_map``, ``attn_implementation``, ...).
+
+    Args:
+        path_or_repo_id: a local checkpoint directory, a hub repo id or ``"shapes-demo"``.
+        dtype: the weights' dtype; default the checkpoint's own.
+        device: ``"auto"`` (the default: CUDA when present, else MPS, XPU, CPU), ``"cpu"``,
+            ``"cuda:1"``...
+        revision: hub branch, tag or commit.
+        token: Hugging Face token for gated repos (default: ``HF_TOKEN`` or the saved login).
+        local_files_only: use only the local cache, never the network.
+        cache_dir: the Hugging Face cache directory to use.
+        quantize: ``"int8"`` or ``"int4"`` weight-only quantization of the decoder.
+        compile: compile the decode step of every generation.
+        **options: more `vlmzoo.from_pretrained` options.
+
+    Returns:
+        A `VisionLanguageModel`: the model and its processor, with ``generate``, ``detect``, ...
     """
     from vlmzoo.checkpoints import from_pretrained
 

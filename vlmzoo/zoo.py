@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -13,6 +14,9 @@ from vlmzoo.devices import resolve_device
 from vlmzoo.dtypes import default_dtype, resolve_dtype
 from vlmzoo.registry import Registries, UnknownKeyError, close_matches
 from vlmzoo.variants import Variant, aliases_of, variants_of
+
+if TYPE_CHECKING:
+    from vlmzoo.model.paligemma import PaliGemma
 
 
 class UnknownModelError(UnknownKeyError):
@@ -28,7 +32,15 @@ def _registries(registries: Registries | None) -> Registries:
 
 
 def list_models(pattern: str | None = None, *, registries: Registries | None = None) -> list[str]:
-    """Canonical variant names, sorted; ``pattern`` filters with shell wildcards (``"paligemma2-*"``)."""
+    """Canonical variant names, sorted.
+
+    Args:
+        pattern: keep only the names that match this shell wildcard (``"paligemma2-*"``).
+        registries: the registries to read (default: those of the installed plugins).
+
+    Returns:
+        The names, aliases left out (`get_config` resolves those).
+    """
     names = sorted(variants_of(_registries(registries)))
     return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
 
@@ -49,7 +61,15 @@ def get_variant(name: str, *, registries: Registries | None = None) -> Variant:
 
 
 def get_config(name: str, *, registries: Registries | None = None) -> PaliGemmaConfig:
-    """The frozen config of a named variant (aliases resolve to their canonical variant)."""
+    """The frozen config of a named variant.
+
+    Args:
+        name: a variant name or one of its aliases (``"paligemma2-224"``).
+        registries: the registries to read (default: those of the installed plugins).
+
+    Raises:
+        UnknownModelError: no such variant; the message names the closest ones.
+    """
     return get_variant(name, registries=registries).config
 
 
@@ -62,8 +82,8 @@ def build(
     quantize: str | None = None,
     init_std: float = 0.02,
     registries: Registries | None = None,
-    **overrides,
-):
+    **overrides: Any,
+) -> PaliGemma:
     """Build a randomly initialised model from a variant name or a config.
 
     ``quantize="int8"`` or ``"int4"`` quantizes the weights after the random init (see
@@ -74,6 +94,21 @@ def build(
     ``build("paligemma2-224", decoder={"num_layers": 2})`` or ``decoder__num_layers=2``.
     ``init_std`` is the standard deviation of the normal weights (see `init_weights`): 0.02 suits
     large models; small models trained from scratch learn much faster from a larger one.
+
+    Args:
+        model: a variant name (or alias) or a `PaliGemmaConfig`.
+        device: where the weights live: ``"cpu"`` (the default: a random model is for inspection and
+            tests), ``"meta"`` (nothing allocated), ``"cuda"``, ``"auto"``...
+        dtype: the weights' dtype (default float32), a `torch.dtype` or its name.
+        seed: seeds the random initialisation, for the same weights every time.
+        quantize: ``"int8"`` or ``"int4"`` quantizes the decoder's weights after the init.
+        init_std: standard deviation of the normal initial weights.
+        registries: the registries to build from (default: those of the installed plugins).
+        **overrides: config changes, nested (``decoder={"num_layers": 2}``) or flat
+            (``decoder__num_layers=2``).
+
+    Returns:
+        A `PaliGemma` model in eval mode.
     """
     from vlmzoo.model.paligemma import PaliGemma
 

@@ -10,6 +10,7 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -21,6 +22,10 @@ from vlmzoo.checkpoints.safetensors_io import DTYPES, SafetensorsError, iter_row
 from vlmzoo.dtypes import resolve_dtype
 from vlmzoo.errors import InvalidFileError, VlmzooError
 from vlmzoo.progress import progress_bar
+
+if TYPE_CHECKING:
+    from vlmzoo.model.paligemma import PaliGemma
+    from vlmzoo.registry import Registries
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -164,14 +169,14 @@ def from_pretrained(
     token: str | bool | None = None,
     progress: bool | None = None,
     quantize: str | None = None,
-    registries=None,
+    registries: Registries | None = None,
     torch_dtype: torch.dtype | str | None = None,
     device_map: str | torch.device | dict | None = None,
     attn_implementation: str | None = None,
     local_files_only: bool = False,
     cache_dir: str | os.PathLike | None = None,
-    **hf_options,
-):
+    **hf_options: Any,
+) -> PaliGemma:
     """Load a PaliGemma or PaliGemma 2 checkpoint from a local directory or a hub repo id.
 
     ``dtype`` defaults to the checkpoint's own (also ``"auto"``); ``device`` to ``"auto"``: the first CUDA
@@ -187,6 +192,31 @@ def from_pretrained(
     ``local_files_only`` and ``cache_dir``; ``low_cpu_mem_usage``, ``use_safetensors=True`` and
     ``trust_remote_code`` change nothing. ``load_in_8bit`` / ``load_in_4bit`` raise
     `UnsupportedArgumentError` naming vlmzoo's own quantization option.
+
+    Args:
+        path_or_repo_id: a local checkpoint directory, a hub repo id or ``"shapes-demo"``.
+        revision: hub branch, tag or commit.
+        dtype: the weights' dtype; default (or ``"auto"``) the checkpoint's own.
+        device: ``"auto"`` (the default: CUDA when present, else MPS, XPU, CPU), ``"cpu"``,
+            ``"cuda:1"``...
+        token: Hugging Face token for gated repos (default: ``HF_TOKEN`` or the saved login).
+        progress: show a progress bar (default: on a terminal).
+        quantize: ``"int8"`` or ``"int4"``: the decoder's weights quantized while they are read.
+        registries: the registries to build from (default: those of the installed plugins).
+        torch_dtype: transformers' name for ``dtype``.
+        device_map: transformers' option, for one device only (``"auto"``, ``"cuda"``, ``"cpu"``).
+        attn_implementation: ``"sdpa"``, ``"eager"`` or an `attention` registry key.
+        local_files_only: use only the local cache, never the network.
+        cache_dir: the Hugging Face cache directory to use.
+        **hf_options: other transformers options; harmless ones are accepted, others raise.
+
+    Returns:
+        A `PaliGemma` model in eval mode.
+
+    Raises:
+        CheckpointNotFoundError: no such directory or repo, or no access to it.
+        CheckpointMismatchError: weights and config disagree (the keys are named).
+        DeviceError: the device is not available here.
     """
     from vlmzoo.checkpoints.hf_arguments import attention_key, check_extra_options, load_device, load_dtype
     from vlmzoo.model.quantize import check_device, get_scheme, prepare_for_loading

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from vlmzoo.generation.cache import KVCache
 from vlmzoo.generation.checks import check_finite, check_max_new_tokens, hf_sampler_arguments
 from vlmzoo.generation.samplers import Sampler, make_sampler
+
+if TYPE_CHECKING:
+    from vlmzoo.model.paligemma import PaliGemma
 
 
 @dataclass
@@ -139,7 +143,7 @@ def stream(
 
 
 def generate(
-    model,
+    model: PaliGemma,
     input_ids: torch.Tensor,
     pixel_values: torch.Tensor | None = None,
     attention_mask: torch.Tensor | None = None,
@@ -153,9 +157,26 @@ def generate(
     seed: int | None = None,
     callback: Callable[[GenerationStep], None] | None = None,
     compile: bool = False,
-    **sampler_options,
+    **sampler_options: Any,
 ) -> torch.Tensor:
-    """The new tokens only, [B, n]; rows that stopped early are padded with the pad token."""
+    """The new tokens only, [B, n]; rows that stopped early are padded with the pad token.
+
+    Args:
+        model: a `PaliGemma` model.
+        input_ids: prompt token ids [B, T], left-padded (as the processor makes them).
+        pixel_values: images [B, 3, H, W], or None for text only.
+        attention_mask: 1 on real tokens, 0 on padding (default: all ones).
+        token_type_ids: 0 on the prefix, 1 on a suffix (default: all prefix).
+        max_new_tokens: the most tokens to generate per row.
+        sampler: a sampler name (``"greedy"``, ``"temperature+top_p"``) or object.
+        stop_at_eos: stop a row at its end token, and the batch when every row has stopped.
+        eos_token_id: the end token(s) (default: the config's).
+        pad_token_id: what stopped rows get (default: the config's).
+        seed: seeds the sampler's random numbers, for the same tokens every time.
+        callback: called with each `GenerationStep`.
+        compile: run the decode steps through ``torch.compile``.
+        **sampler_options: the sampler's own options (``temperature``, ``top_k``, ``top_p``...).
+    """
     columns = []
     for step in stream(
         model,

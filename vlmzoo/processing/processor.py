@@ -548,6 +548,14 @@ def load_processor(
     length from config.json's ``text_config.max_position_embeddings`` (8192 when absent) unless
     `max_length` is given. Hub downloads fetch only these small files and honor HF_HUB_OFFLINE and the cache.
     Padding is always on the left (what batched generation needs), whatever tokenizer_config.json says.
+
+    Args:
+        path_or_repo_id: a local directory, a hub repo id or ``"shapes-demo"``.
+        revision: hub branch, tag or commit.
+        token: Hugging Face token for gated repos.
+        max_length: the longest sequence allowed (default: the checkpoint's).
+        local_files_only: use only the local cache, never the network.
+        cache_dir: the Hugging Face cache directory to use.
     """
     directory = resolve(
         path_or_repo_id,

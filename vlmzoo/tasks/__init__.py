@@ -81,6 +81,10 @@ def get_postprocessor(name: str, **options: Any) -> Postprocessor:
 
     An unknown name raises `vlmzoo.registry.UnknownKeyError` naming the closest registered ones; an
     option the post-processor does not take raises TypeError listing those it does.
+
+    Args:
+        name: the task's registered name (``"detect"``, ``"segment"``, ``"caption"``, a plugin's).
+        **options: the post-processor's options, e.g. ``bins=1024`` or ``vae="vae-oid.npz"``.
     """
     from vlmzoo.plugins import get_registries
 

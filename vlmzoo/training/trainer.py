@@ -68,6 +68,17 @@ def train(
     ``{"generator": "shapes", "seed": 0, "images": 1000}`` (see `vlmzoo.data`). ``options`` are the fields of
     `TrainingConfig`: ``output_dir``, ``max_steps``, ``batch_size`` and ``learning_rate`` first.
     The final model and processor are saved to ``output_dir`` with ``save_pretrained``.
+
+    Args:
+        model: a loaded model, a checkpoint directory or hub id, or a zoo variant name.
+        processor: a processor, or its directory or hub id (default: the model's).
+        train_data: a JSONL path, a list of records or a generator spec.
+        eval_data: the same, evaluated every ``eval_every`` steps and at the end.
+        **options: the other `TrainingConfig` fields (``output_dir``, ``max_steps``, ``batch_size``,
+            ``learning_rate``, ``device="auto"``...).
+
+    Returns:
+        The trained model in eval mode (None on ranks other than 0 under FSDP).
     """
     values = dict(options)
     model_object = None
