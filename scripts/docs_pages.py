@@ -50,6 +50,14 @@ CHECKPOINTS = {
 }  # fmt: skip
 
 
+#: What stands in the checkpoints column of the variants without hub checkpoints.
+NO_CHECKPOINT = {
+    "paligemma-tiny": "none: random weights, for tests",
+    "paligemma2-tiny": "none: random weights, for tests",
+    "shapes-demo": "inside the package ([the demo model](../guides/demo-model.md))",
+}
+
+
 def _checkpoint_links(name: str, description: str) -> str:
     links = []
     for repo in CHECKPOINTS.get(name, []):
@@ -79,19 +87,19 @@ def models_page() -> str:
         "are built. `vlmzoo list` prints the same rows, plus any variant an installed plugin adds.",
         "Parameter counts count the tied output head once: they are what",
         '`vlmzoo.build(name, device="meta").num_parameters()` returns. GB is the size of the weights',
-        "(10^9 bytes) in bfloat16 and in float32; int8 and int4 store the decoder in about a half and a",
-        "quarter of bfloat16. The checkpoint links lead to the Hugging Face hub (gated: accept the licence",
+        "(10^9 bytes) in bfloat16, twice that in float32; int8 and int4 store the decoder in about a half",
+        "and a quarter of bfloat16. The checkpoint links lead to the Hugging Face hub (gated: accept the licence",
         "there first): `pt` pretrained, to fine-tune; `mix` fine-tuned on a mixture of tasks, to use as is;",
         "`ft` fine-tuned on one data set.",
         "",
-        "| name | aliases | parameters | GB bf16 | GB fp32 | image tokens | px | checkpoints |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| variant | parameters | GB | px | image tokens | checkpoints |",
+        "|---|---:|---:|---:|---:|---|",
     ]
     for m in sorted(built_in, key=lambda m: (m.parameters, m.name)):
-        aliases = ", ".join(f"`{a}`" for a in m.aliases)
+        name = "<br>".join(f"`{n}`" for n in (m.name, *m.aliases))
         lines.append(
-            f"| `{m.name}` | {aliases} | {m.parameters:,} | {_gb(m.parameters * 2)} | {_gb(m.parameters * 4)} "
-            f"| {m.image_tokens} | {m.resolution} | {_checkpoint_links(m.name, m.description)} |"
+            f"| {name} | {m.parameters:,} | {_gb(m.parameters * 2)} | {m.resolution} | {m.image_tokens} "
+            f"| {_checkpoint_links(m.name, NO_CHECKPOINT.get(m.name, m.description))} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -130,7 +138,8 @@ def _fields_rows(model, prefix: str = "") -> list[str]:
             value = field.default_factory() if field.default_factory is not None else field.default
             default = f"`{value!r}`"
         flag = "" if prefix else f" (`--{name.replace('_', '-')}`)"
-        cells = [f"`{prefix}{name}`{flag}", _type_name(annotation), default, field.description or ""]
+        what = (field.description or "").replace("*", "\\*")  # glob patterns, not emphasis
+        cells = [f"`{prefix}{name}`{flag}", _type_name(annotation), default, what]
         rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return rows
 
