@@ -50,6 +50,19 @@ def _default_plugin_state(monkeypatch, request):
     vlmzoo.plugins.reset()
 
 
+@pytest.fixture(autouse=True)
+def _auto_device_is_the_cpu(monkeypatch, request):
+    """``device="auto"`` means the CPU in tests (unless a test asks for ``real_auto_device``): the tests
+    compare with references computed on the CPU, and must give the same results on a machine with a GPU."""
+    if "real_auto_device" not in request.fixturenames:
+        monkeypatch.setattr("vlmzoo.devices._best", lambda: torch.device("cpu"))
+
+
+@pytest.fixture
+def real_auto_device() -> None:
+    """``device="auto"`` picks the best device of this machine, as it does outside the tests."""
+
+
 @pytest.fixture
 def installed_plugins() -> list[str]:
     """The installed third-party plugins are loaded in this test (they are off in every other test)."""

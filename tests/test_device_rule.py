@@ -27,7 +27,7 @@ def test_every_entry_point_defaults_to_auto():
         assert _device_default(command) == AUTO, command
 
 
-def test_auto_is_cuda_when_present(monkeypatch):
+def test_auto_is_cuda_when_present(monkeypatch, real_auto_device):
     import vlmzoo.devices
 
     monkeypatch.setattr(vlmzoo.devices, "available_devices", lambda: ["cpu", "mps", "cuda:0", "cuda:1"])
