@@ -10,6 +10,7 @@ import os
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from docs_examples import (
@@ -76,6 +77,15 @@ class _Reader:
                 assert code == 0, f"{example.where}: `{' '.join(argv)}` exited {code}"
         return printed.getvalue()
 
+    def close(self) -> None:
+        """Forget the modules imported from the page's installed packages (monkeypatch restores the rest)."""
+        for name, module in list(sys.modules.items()):
+            file = getattr(module, "__file__", None)
+            if file and Path(file).resolve().is_relative_to(self.site.resolve()):
+                del sys.modules[name]
+        importlib.invalidate_caches()
+        vlmzoo.plugins.reset()
+
     def pip(self, example, argv: list[str]) -> None:
         """``pip install DIR``: into a scratch folder on the import path (the test's environment stays as it is)."""
         assert argv[1:2] == ["install"] and len(argv) == 3, f"{example.where}: only `pip install DIR` runs here"
@@ -114,15 +124,18 @@ def test_page_examples_run_and_show_what_they_say(page, tmp_path, monkeypatch, s
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(file.text, encoding="utf-8")
     reader = _Reader(tmp_path, monkeypatch)
-    for example in examples(page):
-        code = runnable_code(example)
-        if code is None:
-            continue
-        printed = reader.shell(example) if example.directive == "run" else reader.python(example, code)
-        if example.output is not None:
-            assert matching_output(printed, example.output), (
-                f"{example.where}: the page shows\n{example.output}\nbut the example printed\n{printed}"
-            )
+    try:
+        for example in examples(page):
+            code = runnable_code(example)
+            if code is None:
+                continue
+            printed = reader.shell(example) if example.directive == "run" else reader.python(example, code)
+            if example.output is not None:
+                assert matching_output(printed, example.output), (
+                    f"{example.where}: the page shows\n{example.output}\nbut the example printed\n{printed}"
+                )
+    finally:
+        reader.close()
 
 
 def test_every_directive_is_known_and_every_skip_gives_a_reason():
