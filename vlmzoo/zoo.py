@@ -11,6 +11,7 @@ from vlmzoo.components.norm import GemmaRMSNorm
 from vlmzoo.config import PaliGemmaConfig
 from vlmzoo.devices import resolve_device
 from vlmzoo.dtypes import default_dtype, resolve_dtype
+from vlmzoo.families import family_of_config
 from vlmzoo.registry import Registries, UnknownKeyError, close_matches
 from vlmzoo.variants import Variant, aliases_of, variants_of
 
@@ -48,13 +49,14 @@ def get_variant(name: str, *, registries: Registries | None = None) -> Variant:
     return variants[canonical]
 
 
-def get_config(name: str, *, registries: Registries | None = None) -> PaliGemmaConfig:
-    """The frozen config of a named variant (aliases resolve to their canonical variant)."""
+def get_config(name: str, *, registries: Registries | None = None):
+    """The frozen config of a named variant (aliases resolve to their canonical variant): a `PaliGemmaConfig`,
+    or the config of the variant's model family (e.g. a `vlmzoo.siglip.SiglipConfig`)."""
     return get_variant(name, registries=registries).config
 
 
 def build(
-    model: str | PaliGemmaConfig,
+    model,
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
@@ -64,7 +66,7 @@ def build(
     registries: Registries | None = None,
     **overrides,
 ):
-    """Build a randomly initialised model from a variant name or a config.
+    """Build a randomly initialised model from a variant name or a config (of any registered family).
 
     ``quantize="int8"`` or ``"int4"`` quantizes the weights after the random init (see
     `PaliGemma.quantize`); it needs a real device, not ``"meta"``.
@@ -77,17 +79,25 @@ def build(
     """
     from vlmzoo.model.paligemma import PaliGemma
 
-    if not isinstance(model, (str, PaliGemmaConfig)):
-        raise TypeError(f"build() takes a model name or a PaliGemmaConfig, got {type(model).__name__}")
+    registries = _registries(registries)
+    family = None if isinstance(model, (str, PaliGemmaConfig)) else family_of_config(model, registries)
+    if not isinstance(model, (str, PaliGemmaConfig)) and family is None:
+        raise TypeError(
+            f"build() takes a model name, a PaliGemmaConfig or the config of a registered model family, "
+            f"got {type(model).__name__}"
+        )
     if not init_std > 0:
         raise ValueError(f"init_std must be positive, got {init_std}")
     device = resolve_device(device)
-    registries = _registries(registries)
-    config = model if isinstance(model, PaliGemmaConfig) else get_config(model, registries=registries)
+    config = get_config(model, registries=registries) if isinstance(model, str) else model
     if overrides:
         config = config.with_overrides(overrides)
+    if not isinstance(config, PaliGemmaConfig):
+        family = family_of_config(config, registries)
+        if quantize is not None:
+            raise ValueError(f"quantize= applies to PaliGemma decoders; the {family.name} family has none")
     with torch.device("meta"), default_dtype(resolve_dtype(dtype)):
-        module = PaliGemma(config, registries)
+        module = PaliGemma(config, registries) if family is None else family.model(config, registries)
     if device.type == "meta":
         if quantize is not None:
             raise ValueError("build(quantize=...) needs weights to quantize; give a device such as 'cpu', not 'meta'")
