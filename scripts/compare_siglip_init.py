@@ -1,6 +1,6 @@
 """Does a contrastively trained image tower help shapes-demo learn? Two short runs, one difference.
 
-    OMP_NUM_THREADS=1 python scripts/compare_siglip_init.py --steps 1500 --out runs/siglip-init
+    OMP_NUM_THREADS=1 python scripts/compare_siglip_init.py --steps 800 --out runs/siglip-init
 
 Both runs train the ``shapes-demo`` architecture from the same seed, data and options (those of
 configs/shapes-demo.toml, shortened); in the second its image tower starts from the bundled
