@@ -4,7 +4,7 @@
     python scripts/make_doc_images.py masks      # only some
 
 The attention-mask pictures are drawn from `vlmzoo.model.attention_mask`, the function the model
-uses; the task pictures come from the shipped ``shapes-demo`` model.
+uses; the task pictures come from the shipped ``shapes-demo`` model, the SigLIP ones from ``shapes-siglip``.
 """
 
 from __future__ import annotations
@@ -165,7 +165,71 @@ def captions() -> list[Path]:
     return [IMAGES / name for name in written]
 
 
-FIGURES: dict[str, Callable[[], list[Path]]] = {"masks": masks, "tasks": tasks, "captions": captions}
+def _plot(draw: ImageDraw.ImageDraw, box, curves, x_range, y_range, title: str, x_label: str) -> None:
+    """Line plot of ``curves`` ([(points, colour, name)]) inside ``box`` (x0, y0, x1, y1), axes and labels."""
+    x0, y0, x1, y1 = box
+    draw.rectangle(box, outline=(120, 120, 120))
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        fx = (x - x_range[0]) / (x_range[1] - x_range[0])
+        fy = (y - y_range[0]) / (y_range[1] - y_range[0])
+        return x0 + fx * (x1 - x0), y1 - fy * (y1 - y0)
+
+    for value in (y_range[0], (y_range[0] + y_range[1]) / 2, y_range[1]):
+        draw.text((x0 - 34, at(0, value)[1] - 6), f"{value:g}", fill=(60, 60, 60))
+    for value in (x_range[0], (x_range[0] + x_range[1]) / 2, x_range[1]):
+        draw.text((at(value, 0)[0] - 10, y1 + 4), f"{value:g}", fill=(60, 60, 60))
+    for i, (points, colour, name) in enumerate(curves):
+        clipped = [at(x, min(max(y, y_range[0]), y_range[1])) for x, y in points]
+        draw.line(clipped, fill=colour, width=2)
+        draw.text((x0 + 8, y0 + 6 + 14 * i), name, fill=colour)
+    draw.text((x0, y0 - 18), title, fill=(0, 0, 0))
+    draw.text(((x0 + x1) / 2 - 40, y1 + 18), x_label, fill=(60, 60, 60))
+
+
+def siglip() -> list[Path]:
+    """The sigmoid loss of one pair against its logit, and the bundled ``shapes-siglip`` model's training loss;
+    zero-shot classification by ``shapes-siglip`` of scenes it never saw."""
+    import json
+    import math
+    import random
+
+    import vlmzoo
+    from vlmzoo.data.shapes import COLOURS, KINDS, generate_scene
+
+    image = Image.new("RGB", (900, 350), (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    logits = [x / 10 for x in range(-150, 151)]
+    curves = [
+        ([(x, -math.log(1 / (1 + math.exp(-x)))) for x in logits], SUFFIX_COLOUR, "matching pair (z = +1)"),
+        ([(x, -math.log(1 / (1 + math.exp(x)))) for x in logits], (219, 68, 55), "other pair (z = -1)"),
+    ]
+    _plot(draw, (60, 40, 420, 280), curves, (-15, 15), (0, 15), "-log sigmoid(z * logit) for one pair",
+          "logit = t * x.y + b")  # fmt: skip
+    start = 1 / (1 + math.exp(-(10 * 1 - 10)))
+    draw.text((70, 326), f"at t = 10, b = -10 a perfect match scores sigmoid(0) = {start:.1f}", fill=(60, 60, 60))
+    metrics = vlmzoo.checkpoints.hub.bundled_checkpoint("shapes-siglip") / "metrics.jsonl"
+    steps = [json.loads(line) for line in metrics.read_text().splitlines()]
+    points = [(line["step"], line["loss"]) for line in steps if "loss" in line]
+    top = max(y for _, y in points)
+    _plot(draw, (520, 40, 880, 280), [(points, PREFIX_COLOUR, "training loss (global batch 64)")],
+          (0, points[-1][0]), (0, math.ceil(top)), "shapes-siglip: sigmoid loss while training", "step")  # fmt: skip
+    written = {"siglip_loss.png": image}
+
+    clip = vlmzoo.load("shapes-siglip")
+    labels = [f"{colour} {kind}" for colour in sorted(COLOURS) for kind in KINDS]
+    rng = random.Random(2024)
+    scenes = [generate_scene(rng, size=160, max_shapes=shapes) for shapes in (1, 1, 2, 3)]
+    pictures = []
+    for scene in scenes:
+        pictures.append(clip.classify(scene.image, labels).draw(scene.image, width=200, top=5))
+    written["siglip_classify.png"] = _grid(pictures, columns=2)
+    for name, picture in written.items():
+        picture.save(IMAGES / name)
+    return [IMAGES / name for name in written]
+
+
+FIGURES: dict[str, Callable[[], list[Path]]] = {"masks": masks, "tasks": tasks, "captions": captions, "siglip": siglip}
 
 
 def main() -> None:

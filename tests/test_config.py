@@ -58,10 +58,10 @@ def test_json_round_trip_of_every_variant(name):
     config = vlmzoo.get_config(name)
     text = config.to_json()
     assert json.loads(text)["name"] == name
-    again = PaliGemmaConfig.from_json(text)
+    again = type(config).from_json(text)
     assert again == config
     assert again.to_json() == text
-    assert PaliGemmaConfig.from_json(config.to_json(indent=None)) == config
+    assert type(config).from_json(config.to_json(indent=None)) == config
 
 
 def test_json_round_trip_keeps_optional_and_tuple_fields():
@@ -113,10 +113,11 @@ def test_sliding_window_must_be_positive(window):
         DecoderConfig(sliding_window=window)
 
 
-def test_image_size_must_be_a_multiple_of_the_patch():
-    with pytest.raises(ValidationError, match=r"vision\.image_size=225 must be divisible by vision\.patch_size=14"):
-        VisionConfig(image_size=225)
+def test_image_size_must_hold_a_patch_and_a_remainder_is_dropped():
+    with pytest.raises(ValidationError, match=r"vision\.image_size=10 must be at least vision\.patch_size=14"):
+        VisionConfig(image_size=10)
     assert VisionConfig(image_size=28, patch_size=14).num_patches == 4
+    assert VisionConfig(image_size=384, patch_size=14).num_patches == 27 * 27  # SigLIP So400m/14 at 384
 
 
 def test_projector_must_match_vision_and_decoder():

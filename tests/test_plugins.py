@@ -58,7 +58,10 @@ def test_builtin_plugins_are_listed_with_their_distribution_and_registrations():
     assert components["vision_encoder"] == ["siglip"]
     registries = vlmzoo.get_registries()
     builtin_models = [name for name in vlmzoo.list_models() if registries.variant.owner(name) == "vlmzoo"]
-    assert sorted(infos["vlmzoo.builtin.variants"].registered["variant"]) == builtin_models
+    registered = (
+        infos["vlmzoo.builtin.variants"].registered["variant"] + infos["vlmzoo.siglip.plugin"].registered["variant"]
+    )
+    assert sorted(registered) == builtin_models
     assert registries.attention.get("sdpa") is SdpaAttention and registries.attention.get("eager") is EagerAttention
     assert registries.norm.get("rms_norm") is GemmaRMSNorm
     assert registries.attention.owner("sdpa") == "vlmzoo"
@@ -77,11 +80,14 @@ def test_builtin_plugins_are_called_only_through_the_hooks():
     """The hook functions exist in the built-in modules and fill a fresh view like any plugin's."""
     from vlmzoo.builtin import components, variants
     from vlmzoo.registry import OwnedRegistries, Registries
+    from vlmzoo.siglip import plugin as siglip
 
     target = Registries()
     view = OwnedRegistries(target, owner="copy")
     components.register_components(view)
+    siglip.register_components(view)
     variants.register_variants(view)
+    siglip.register_variants(view)
     view.commit()
     live = vlmzoo.get_registries()  # installed third-party plugins (the example plugin) may add more
     for kind in ("attention", "variant"):

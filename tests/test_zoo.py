@@ -32,11 +32,15 @@ DECODERS = {  # hidden, intermediate, layers, heads, kv heads, head_dim, query_p
 }
 #: Small variants that come with trained weights inside the package.
 DEMO = {"shapes-demo"}
-TINY = [name for name in vlmzoo.list_models() if name not in PUBLIC and name not in DEMO]
+#: The PaliGemma variants (the SigLIP family's are tested in test_siglip).
+PALIGEMMA = [name for name in vlmzoo.list_models() if isinstance(vlmzoo.get_config(name), vlmzoo.PaliGemmaConfig)]
+TINY = [name for name in PALIGEMMA if name not in PUBLIC and name not in DEMO]
 
 
 def test_list_models_is_the_public_names_plus_tiny_and_demo_ones_sorted():
-    names = vlmzoo.list_models()
+    assert vlmzoo.list_models() == sorted(vlmzoo.list_models())
+    assert {"siglip-so400m-patch14-384", "shapes-siglip"} <= set(vlmzoo.list_models())  # the second family
+    names = PALIGEMMA
     assert names == sorted(names) and len(set(names)) == len(names)
     assert set(PUBLIC) <= set(names)
     assert TINY and all("tiny" in name for name in TINY)
@@ -86,13 +90,13 @@ def test_unknown_name_without_close_matches():
 
 
 def test_build_rejects_other_types():
-    with pytest.raises(TypeError, match="model name or a PaliGemmaConfig, got int"):
+    with pytest.raises(TypeError, match="a PaliGemmaConfig or the config of a registered model family, got int"):
         vlmzoo.build(224, device="meta")
     with pytest.raises(TypeError, match="got dict"):
         vlmzoo.build({"name": "paligemma2-224"}, device="meta")
 
 
-@pytest.mark.parametrize("name", vlmzoo.list_models())
+@pytest.mark.parametrize("name", PALIGEMMA)
 def test_every_variant_builds_on_meta(name):
     config = vlmzoo.get_config(name)
     model = vlmzoo.build(name, device="meta")

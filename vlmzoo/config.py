@@ -1,4 +1,4 @@
-"""Typed, frozen, validated configs for every part of a PaliGemma model.
+"""Typed, frozen, validated configs for every part of a PaliGemma model, and the base every family's configs share.
 
 Configs hold only plain data, so they round-trip through JSON, and name their components by
 registry key so that a plugin can swap an attention kernel or a norm without touching model code.
@@ -13,12 +13,37 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 LayerType = Literal["full_attention", "sliding_attention"]
 
 
-class _Frozen(BaseModel):
+class FrozenConfig(BaseModel):
+    """The base of every config: frozen, validated, no unknown fields, JSON round-trip.
+
+    A plugin's model family builds its configs on it, so ``vlmzoo.build(name, **overrides)`` works the
+    same for every family.
+    """
+
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
-    def replace(self, **changes: Any) -> _Frozen:
+    def replace(self, **changes: Any) -> FrozenConfig:
         """A validated copy with ``changes`` applied (nested dicts merge into nested configs)."""
         return type(self).model_validate(_deep_merge(self.model_dump(), changes))
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return self.model_dump_json(indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str) -> FrozenConfig:
+        return cls.model_validate_json(text)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> FrozenConfig:
+        """Apply ``build(**overrides)``: nested dicts, or ``section__field`` keys such as ``decoder__num_layers``."""
+        nested: dict[str, Any] = {}
+        for key, value in overrides.items():
+            *parents, leaf = key.split("__")
+            change: dict[str, Any] = {leaf: value}
+            for parent in reversed(parents):
+                change = {parent: change}
+            nested = _deep_merge(nested, change)  # merges, never mutates the caller's dicts
+        _check_override_names(type(self), nested, "")
+        return self.replace(**nested)
 
 
 def _deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -38,7 +63,7 @@ def _check_divides(field: str, value: int, by_field: str, by: int) -> None:
         raise ValueError(f"{field}={value} must be divisible by {by_field}={by}")
 
 
-class VisionConfig(_Frozen):
+class VisionConfig(FrozenConfig):
     """The SigLIP image encoder: a ViT without a class token or a pooling head."""
 
     kind: str = Field("siglip", description="registry key in the `vision_encoder` registry")
@@ -56,7 +81,12 @@ class VisionConfig(_Frozen):
 
     @model_validator(mode="after")
     def _check_shapes(self) -> VisionConfig:
-        _check_divides("vision.image_size", self.image_size, "vision.patch_size", self.patch_size)
+        # A remainder is dropped by the patch convolution, as in the checkpoints: So400m/14 at 384 px sees
+        # 27 x 27 patches.
+        if self.image_size < self.patch_size:
+            raise ValueError(
+                f"vision.image_size={self.image_size} must be at least vision.patch_size={self.patch_size}"
+            )
         _check_divides("vision.hidden_size", self.hidden_size, "vision.num_heads", self.num_heads)
         return self
 
@@ -69,7 +99,7 @@ class VisionConfig(_Frozen):
         return self.hidden_size // self.num_heads
 
 
-class ProjectorConfig(_Frozen):
+class ProjectorConfig(FrozenConfig):
     """The linear map from vision features to the decoder's embedding space."""
 
     input_size: int = Field(1152, gt=0)
@@ -77,7 +107,7 @@ class ProjectorConfig(_Frozen):
     bias: bool = True
 
 
-class DecoderConfig(_Frozen):
+class DecoderConfig(FrozenConfig):
     """A Gemma-style decoder; the block kind decides Gemma 1 or Gemma 2 behaviour."""
 
     block: str = Field("gemma", description="registry key in the `decoder_block` registry")
@@ -135,7 +165,7 @@ class DecoderConfig(_Frozen):
         return self.sliding_window if self.layer_types[layer] == "sliding_attention" else None
 
 
-class PaliGemmaConfig(_Frozen):
+class PaliGemmaConfig(FrozenConfig):
     """A whole model: vision encoder, projector and decoder, plus the token ids the assembly needs."""
 
     name: str | None = None
@@ -188,24 +218,13 @@ class PaliGemmaConfig(_Frozen):
     def family(self) -> str:
         return "paligemma2" if self.decoder.block == "gemma2" else "paligemma"
 
-    def to_json(self, indent: int | None = 2) -> str:
-        return self.model_dump_json(indent=indent)
-
     @classmethod
     def from_json(cls, text: str) -> PaliGemmaConfig:
         return cls.model_validate_json(text)
 
     def with_overrides(self, overrides: dict[str, Any]) -> PaliGemmaConfig:
         """Apply ``build(**overrides)``: nested dicts, or ``section__field`` keys such as ``decoder__num_layers``."""
-        nested: dict[str, Any] = {}
-        for key, value in overrides.items():
-            *parents, leaf = key.split("__")
-            change: dict[str, Any] = {leaf: value}
-            for parent in reversed(parents):
-                change = {parent: change}
-            nested = _deep_merge(nested, change)  # merges, never mutates the caller's dicts
-        _check_override_names(type(self), nested, "")
-        return self.replace(**nested)  # type: ignore[return-value]
+        return super().with_overrides(overrides)  # type: ignore[return-value]
 
 
 def _check_override_names(model: type[BaseModel], changes: dict[str, Any], section: str) -> None:

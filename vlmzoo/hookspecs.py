@@ -27,13 +27,16 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 @hookspec
 def register_components(registry: OwnedRegistries) -> None:
     """Register model components: ``registry.attention``, ``.norm``, ``.mlp``, ``.decoder_block``,
-    ``.vision_encoder``, matrix-product kernels in ``.linear_kernel`` (a `LinearKernel`) and weight-only
+    ``.vision_encoder``, ``.pooling`` (heads that pool an encoder's tokens into one vector), whole model
+    families in ``.model_family`` (a `vlmzoo.families.ModelFamily`),
+    matrix-product kernels in ``.linear_kernel`` (a `LinearKernel`) and weight-only
     quantization schemes in ``.quantization`` (a `QuantizationScheme`)."""
 
 
 @hookspec
 def register_variants(registry: OwnedRegistries) -> None:
-    """Register named model configs in ``registry.variant`` (a `PaliGemmaConfig`, or a `Variant` with aliases)."""
+    """Register named model configs in ``registry.variant`` (a `PaliGemmaConfig`, or a `Variant` with aliases
+    whose config may belong to any registered model family)."""
 
 
 @hookspec

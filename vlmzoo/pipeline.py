@@ -233,6 +233,17 @@ def _score_objects(objects: list, ids: list[int], probabilities: list[float], pr
         start = end
 
 
+def _family_of_checkpoint(path_or_repo_id: str | os.PathLike, where: dict[str, Any]):
+    """The registered non-PaliGemma family whose config.json the checkpoint holds, or None."""
+    from vlmzoo.checkpoints.hub import resolve
+    from vlmzoo.checkpoints.loading import read_json_object
+    from vlmzoo.families import family_of_json
+    from vlmzoo.plugins import get_registries
+
+    path = resolve(path_or_repo_id, weights=False, **where) / "config.json"
+    return family_of_json(read_json_object(path), get_registries()) if path.is_file() else None
+
+
 def load(
     path_or_repo_id: str | os.PathLike,
     *,
@@ -247,6 +258,10 @@ def load(
     **options: Any,
 ) -> VisionLanguageModel:
     """Load a checkpoint's model and processor (a local directory or a hub repo id).
+
+    A checkpoint of another registered model family gets that family's object instead: a SigLIP
+    checkpoint gives a `vlmzoo.siglip.pipeline.ImageTextModel` (``classify``, ``embed_images``,
+    ``embed_texts``).
 
     The processor is loaded first: a missing or damaged tokenizer is reported before gigabytes of
     weights are read. ``quantize="int8"`` or ``"int4"`` loads the decoder's weights quantized (see
@@ -273,6 +288,15 @@ def load(
     from vlmzoo.checkpoints import from_pretrained
 
     where = {"revision": revision, "token": token, "local_files_only": local_files_only, "cache_dir": cache_dir}
+    family = _family_of_checkpoint(path_or_repo_id, where)
+    if family is not None:  # another model family (SigLIP): its own processor and its own pipeline object
+        if compile or quantize is not None:
+            raise ValueError(
+                f"compile= and quantize= apply to PaliGemma generation; {path_or_repo_id} is {family.name}"
+            )
+        processor = family.load_processor(path_or_repo_id, **where)
+        model = from_pretrained(path_or_repo_id, dtype=dtype, device=device, **where, **options)
+        return family.pipeline(model, processor)
     processor = load_processor(path_or_repo_id, **where)
     model = from_pretrained(path_or_repo_id, dtype=dtype, device=device, quantize=quantize, **where, **options)
     return VisionLanguageModel(model, processor, compile=compile)

@@ -33,6 +33,7 @@ BUILTIN_PLUGINS = (
     "vlmzoo.builtin.variants",
     "vlmzoo.builtin.samplers",
     "vlmzoo.builtin.postprocessors",
+    "vlmzoo.siglip.plugin",
 )
 
 

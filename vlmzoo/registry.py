@@ -17,6 +17,8 @@ KINDS = (
     "mlp",
     "decoder_block",
     "vision_encoder",
+    "pooling",
+    "model_family",
     "sampler",
     "postprocessor",
     "variant",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vlmzoo.config import PaliGemmaConfig
+from vlmzoo.config import FrozenConfig, PaliGemmaConfig
 from vlmzoo.registry import Registries
 
 __all__ = ["Variant", "aliases_of", "check_variants", "variants_of"]
@@ -16,10 +16,13 @@ __all__ = ["Variant", "aliases_of", "check_variants", "variants_of"]
 
 @dataclass(frozen=True)
 class Variant:
-    """A named architecture in the zoo; aliases are extra names that resolve to it."""
+    """A named architecture in the zoo; aliases are extra names that resolve to it.
+
+    ``config`` is a `PaliGemmaConfig` or the config of another registered model family (see
+    `vlmzoo.families`)."""
 
     name: str
-    config: PaliGemmaConfig
+    config: FrozenConfig
     aliases: tuple[str, ...] = ()
     description: str = ""
 
@@ -46,10 +49,17 @@ def aliases_of(variants: dict[str, Variant]) -> dict[str, str]:
 
 
 def check_variants(registries: Registries) -> None:
-    """Variants must be configs, and no alias may shadow another variant's name or alias."""
+    """Variants must be configs of a known family, and no alias may shadow another variant's name or alias."""
+    families = tuple(entry.value.config_type for entry in registries.model_family.entries())
     for entry in registries.variant.entries():
         if not isinstance(entry.value, (Variant, PaliGemmaConfig)):
             raise TypeError(
                 f"variant {entry.key!r} must be a vlmzoo.Variant or a PaliGemmaConfig, got {type(entry.value).__name__}"
+            )
+        config = entry.value.config if isinstance(entry.value, Variant) else entry.value
+        if not isinstance(config, (PaliGemmaConfig, *families)):
+            raise TypeError(
+                f"variant {entry.key!r} has a {type(config).__name__}, which no registered model family builds; "
+                "register its family in registry.model_family (see vlmzoo.families)"
             )
     aliases_of(variants_of(registries))

@@ -12,6 +12,7 @@ from vlmzoo.components.norm import GemmaRMSNorm
 from vlmzoo.config import PaliGemmaConfig
 from vlmzoo.devices import resolve_device
 from vlmzoo.dtypes import default_dtype, resolve_dtype
+from vlmzoo.families import family_of_config
 from vlmzoo.registry import Registries, UnknownKeyError, close_matches
 from vlmzoo.variants import Variant, aliases_of, variants_of
 
@@ -60,8 +61,9 @@ def get_variant(name: str, *, registries: Registries | None = None) -> Variant:
     return variants[canonical]
 
 
-def get_config(name: str, *, registries: Registries | None = None) -> PaliGemmaConfig:
-    """The frozen config of a named variant.
+def get_config(name: str, *, registries: Registries | None = None) -> Any:
+    """The frozen config of a named variant: a `PaliGemmaConfig`, or the config of the variant's model
+    family (e.g. a `vlmzoo.siglip.SiglipConfig`).
 
     Args:
         name: a variant name or one of its aliases (``"paligemma2-224"``).
@@ -74,7 +76,7 @@ def get_config(name: str, *, registries: Registries | None = None) -> PaliGemmaC
 
 
 def build(
-    model: str | PaliGemmaConfig,
+    model,
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
@@ -83,8 +85,8 @@ def build(
     init_std: float = 0.02,
     registries: Registries | None = None,
     **overrides: Any,
-) -> PaliGemma:
-    """Build a randomly initialised model from a variant name or a config.
+) -> Any:
+    """Build a randomly initialised model from a variant name or a config (of any registered family).
 
     ``quantize="int8"`` or ``"int4"`` quantizes the weights after the random init (see
     `PaliGemma.quantize`); it needs a real device, not ``"meta"``.
@@ -96,7 +98,7 @@ def build(
     large models; small models trained from scratch learn much faster from a larger one.
 
     Args:
-        model: a variant name (or alias) or a `PaliGemmaConfig`.
+        model: a variant name (or alias), a `PaliGemmaConfig`, or the config of another registered family.
         device: where the weights live: ``"cpu"`` (the default: a random model is for inspection and
             tests), ``"meta"`` (nothing allocated), ``"cuda"``, ``"auto"``...
         dtype: the weights' dtype (default float32), a `torch.dtype` or its name.
@@ -108,21 +110,29 @@ def build(
             (``decoder__num_layers=2``).
 
     Returns:
-        A `PaliGemma` model in eval mode.
+        A `PaliGemma` model (or the family's model, e.g. `vlmzoo.siglip.SiglipModel`) in eval mode.
     """
     from vlmzoo.model.paligemma import PaliGemma
 
-    if not isinstance(model, (str, PaliGemmaConfig)):
-        raise TypeError(f"build() takes a model name or a PaliGemmaConfig, got {type(model).__name__}")
+    registries = _registries(registries)
+    family = None if isinstance(model, (str, PaliGemmaConfig)) else family_of_config(model, registries)
+    if not isinstance(model, (str, PaliGemmaConfig)) and family is None:
+        raise TypeError(
+            f"build() takes a model name, a PaliGemmaConfig or the config of a registered model family, "
+            f"got {type(model).__name__}"
+        )
     if not init_std > 0:
         raise ValueError(f"init_std must be positive, got {init_std}")
     device = resolve_device(device)
-    registries = _registries(registries)
-    config = model if isinstance(model, PaliGemmaConfig) else get_config(model, registries=registries)
+    config = get_config(model, registries=registries) if isinstance(model, str) else model
     if overrides:
         config = config.with_overrides(overrides)
+    if not isinstance(config, PaliGemmaConfig):
+        family = family_of_config(config, registries)
+        if quantize is not None:
+            raise ValueError(f"quantize= applies to PaliGemma decoders; the {family.name} family has none")
     with torch.device("meta"), default_dtype(resolve_dtype(dtype)):
-        module = PaliGemma(config, registries)
+        module = PaliGemma(config, registries) if family is None else family.model(config, registries)
     if device.type == "meta":
         if quantize is not None:
             raise ValueError("build(quantize=...) needs weights to quantize; give a device such as 'cpu', not 'meta'")

@@ -17,7 +17,7 @@ WEIGHT_PATTERNS = ["*.safetensors", "*.safetensors.index.json"]
 CONFIG_PATTERNS = ["*.json", "tokenizer.model"]
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
 #: Checkpoints shipped inside the package, by name: the directory under ``vlmzoo/bundled/`` holding each.
-BUNDLED = {"shapes-demo": "shapes-demo"}
+BUNDLED = {"shapes-demo": "shapes-demo", "shapes-siglip": "shapes-siglip"}
 
 
 def bundled_checkpoint(name: str) -> Path | None:

@@ -85,7 +85,11 @@ def weight_files(directory: Path) -> list[Path]:
     )
 
 
-def read_config(directory: Path, name: str | None = None):
+def read_config(directory: Path, name: str | None = None, registries=None):
+    """``(config, config.json dict, family)``: family is the registered `ModelFamily` that reads the file, or
+    None for a PaliGemma checkpoint."""
+    from vlmzoo.families import family_of_json
+
     path = directory / "config.json"
     if not path.is_file():
         present = ", ".join(sorted(p.name for p in directory.iterdir())[:10]) or "nothing"
@@ -94,8 +98,10 @@ def read_config(directory: Path, name: str | None = None):
             "directory that holds config.json and model.safetensors."
         )
     data = read_json_object(path)
+    family = None if registries is None else family_of_json(data, registries)
     try:
-        return config_from_json(data, name=name), data
+        config = config_from_json(data, name=name) if family is None else family.config_from_json(data, name)
+        return config, data, family
     except ConfigConversionError as exc:
         raise exc.with_path(path) from None
 
@@ -126,16 +132,19 @@ def _checkpoint_dtype(config_data: dict, config_path: Path, files: list[Path]) -
     return torch.float32
 
 
-def _plan(files: Iterable[Path], expected: dict[str, torch.Tensor], tied: bool) -> dict[Path, dict[str, str]]:
-    """Map each file's keys to parameter names, raising one error that lists every mismatch."""
+def _plan(
+    files: Iterable[Path], expected: dict[str, torch.Tensor], tied: bool, to_key=to_vlmzoo_key
+) -> dict[Path, dict[str, str]]:
+    """Map each file's keys to parameter names (``to_key``; None skips a key), raising one error that lists
+    every mismatch."""
     plan: dict[Path, dict[str, str]] = {}
     found: dict[str, str] = {}  # parameter name -> the checkpoint key that holds it
     unexpected, mis_shaped = [], []
     for path in files:
         plan[path] = {}
         for key, entry in read_header(path)[0].items():
-            name = to_vlmzoo_key(key)
-            if name == TIED_HEAD and tied:
+            name = to_key(key)
+            if name is None or (name == TIED_HEAD and tied):
                 continue
             if name not in expected:
                 unexpected.append(key)
@@ -176,8 +185,9 @@ def from_pretrained(
     local_files_only: bool = False,
     cache_dir: str | os.PathLike | None = None,
     **hf_options: Any,
-) -> PaliGemma:
-    """Load a PaliGemma or PaliGemma 2 checkpoint from a local directory or a hub repo id.
+) -> Any:
+    """Load a PaliGemma or PaliGemma 2 checkpoint, or one of another registered model family (SigLIP), from a
+    local directory or a hub repo id.
 
     ``dtype`` defaults to the checkpoint's own (also ``"auto"``); ``device`` to ``"auto"``: the first CUDA
     GPU when present, else MPS, XPU or the CPU (`vlmzoo.devices`). Weights are cast
@@ -211,7 +221,7 @@ def from_pretrained(
         **hf_options: other transformers options; harmless ones are accepted, others raise.
 
     Returns:
-        A `PaliGemma` model in eval mode.
+        A `PaliGemma` model (or the family's model, e.g. `vlmzoo.siglip.SiglipModel`) in eval mode.
 
     Raises:
         CheckpointNotFoundError: no such directory or repo, or no access to it.
@@ -232,16 +242,22 @@ def from_pretrained(
     directory = resolve(
         path_or_repo_id, revision=revision, token=token, local_files_only=local_files_only, cache_dir=cache_dir
     )
-    config, config_data = read_config(directory, name=os.fspath(path_or_repo_id))
+    config, config_data, family = read_config(directory, name=os.fspath(path_or_repo_id), registries=registries)
     if attention is not None:
-        config = config.replace(vision={"attention": attention}, decoder={"attention": attention})
+        sections = [section for section in ("vision", "decoder", "text") if section in type(config).model_fields]
+        config = config.replace(**{section: {"attention": attention} for section in sections})
+    if quantize is not None and family is not None:
+        raise ValueError(f"quantize= applies to PaliGemma decoders; {path_or_repo_id} is a {family.name} model")
     files = weight_files(directory)
     target_dtype = requested_dtype or _checkpoint_dtype(config_data, directory / "config.json", files)
     if quantize is not None:
         check_device(quantize, get_scheme(quantize, registries), target_device.type)
     model = build(config, device="meta", dtype=target_dtype, registries=registries)
     expected = model.state_dict()
-    plan = _plan(files, expected, tied=config.decoder.tie_word_embeddings)
+    if family is None:
+        plan = _plan(files, expected, tied=config.decoder.tie_word_embeddings)
+    else:
+        plan = _plan(files, expected, tied=False, to_key=family.checkpoint_key)
     quantized = {} if quantize is None else prepare_for_loading(model, quantize, registries)
     state: dict[str, torch.Tensor] = {}
     total = sum(len(keys) for keys in plan.values())

@@ -75,8 +75,7 @@ def save_pretrained(
             f"the model is quantized ({quantization}) and the Hugging Face layout stores float weights; save the "
             "float model before quantizing, or pass dequantize=True to write the dequantized weights"
         )
-    directory = Path(directory)
-    limit = parse_size(max_shard_size)
+    parse_size(max_shard_size)  # a bad size fails before any work
     tensors: dict[str, torch.Tensor] = {}
     if quantization is not None:
         from vlmzoo.model.quantize import float_state_dict
@@ -88,6 +87,20 @@ def save_pretrained(
         if tensor.device.type == "meta":
             raise ValueError(f"cannot save {name}: the model is on the meta device and holds no weights")
         tensors[to_hub_key(name)] = tensor.detach().to("cpu").contiguous()
+    dtype = str(model.dtype).removeprefix("torch.")
+    return write_checkpoint(tensors, config_to_json(model.config, dtype=dtype), directory, max_shard_size)
+
+
+def write_checkpoint(
+    tensors: dict[str, torch.Tensor], config: dict, directory: str | os.PathLike, max_shard_size: int | str = "5GB"
+) -> Path:
+    """Write ``config.json`` and the named CPU tensors as safetensors, sharded above ``max_shard_size``.
+
+    The staged write of `save_pretrained`, for any model family: the files appear together, and only the
+    weight files the previous checkpoint owned are replaced.
+    """
+    directory = Path(directory)
+    limit = parse_size(max_shard_size)
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     for key, tensor in tensors.items():
@@ -97,8 +110,7 @@ def save_pretrained(
             size = 0
         shards[-1][key] = tensor
         size += nbytes
-    dtype = str(model.dtype).removeprefix("torch.")
-    config = json.dumps(config_to_json(model.config, dtype=dtype), indent=2)
+    config_text = json.dumps(config, indent=2)
     metadata = {"format": "pt"}
     with staged_directory(directory, replaces=owned_weight_files(directory)) as stage:
         if len(shards) == 1:
@@ -112,5 +124,5 @@ def save_pretrained(
             total = sum(t.numel() * t.element_size() for t in tensors.values())
             index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
             (stage / INDEX_FILE).write_text(json.dumps(index, indent=2))
-        (stage / "config.json").write_text(config)
+        (stage / "config.json").write_text(config_text)
     return directory

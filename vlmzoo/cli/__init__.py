@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "vlmzoo.cli.tasks",
     "vlmzoo.cli.train",
     "vlmzoo.cli.bench",
+    "vlmzoo.siglip.cli",
 )
 
 #: Exit code when the work itself failed (non-finite logits, out of memory).

@@ -23,6 +23,9 @@ class SiglipEmbeddings(nn.Module):
 
 
 class SiglipLayer(nn.Module):
+    """One pre-norm ViT layer; SigLIP's text tower stacks the same layer (``config`` needs ``hidden_size``,
+    ``intermediate_size``, ``num_heads``, ``head_dim`` and ``layer_norm_eps``)."""
+
     def __init__(self, config: VisionConfig, parts: Parts) -> None:
         super().__init__()
         self.layer_norm1 = parts.norm(config.hidden_size, config.layer_norm_eps)
@@ -36,8 +39,9 @@ class SiglipLayer(nn.Module):
         self.layer_norm2 = parts.norm(config.hidden_size, config.layer_norm_eps)
         self.mlp = parts.mlp(config.hidden_size, config.intermediate_size, bias=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.self_attn(self.layer_norm1(x))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask`` bool [B, 1, T, T] (True = may attend) or None for full attention (images)."""
+        x = x + self.self_attn(self.layer_norm1(x), mask)
         return x + self.mlp(self.layer_norm2(x))
 
 

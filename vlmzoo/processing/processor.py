@@ -475,7 +475,7 @@ def _check_image_config(config: dict, path: Path) -> None:
             raise InvalidFileError(path, f"must be {expected}, got {config[field]!r}", field)
 
 
-def _token_content(value: Any) -> str | None:
+def token_content(value: Any) -> str | None:
     """Special tokens appear as plain strings or as AddedToken dicts ({"content": ...}) in configs."""
     if isinstance(value, dict):
         return value.get("content")
@@ -508,7 +508,8 @@ def _image_size(config: dict, source: Path) -> int:
     raise InvalidFileError(source, f"{size!r} should be {{'height': N, 'width': N}} with positive integers", "size")
 
 
-def _load_tokenizer(path: Path) -> Tokenizer:
+def load_tokenizer(path: Path) -> Tokenizer:
+    """A ``tokenizer.json`` as a ``tokenizers.Tokenizer``; a damaged file raises `InvalidFileError` naming it."""
     try:
         return Tokenizer.from_file(str(path))
     except Exception as err:  # the tokenizers library raises plain Exception for every parse problem
@@ -516,6 +517,44 @@ def _load_tokenizer(path: Path) -> Tokenizer:
         raise InvalidFileError(
             path, f"cannot be read as a tokenizer ({problem}); download or save the processor files again"
         ) from None
+
+
+def read_image_settings(directory: Path, model: str) -> dict[str, Any]:
+    """The image settings of a processor directory, read as transformers reads them, checked field by field.
+
+    Returns the keyword arguments a processor takes (``image_size``, ``image_mean``, ``image_std``,
+    ``rescale_factor``, ``resample``, ``do_convert_rgb``) and the raw settings under ``"config"``. ``model``
+    names the model family in error messages.
+    """
+    image_cfg = _image_config(directory)
+    if image_cfg is None:
+        raise FileNotFoundError(
+            f"{directory} is not a complete {model} processor directory: missing {PREPROCESSOR_CONFIG_FILE} or "
+            f"{PROCESSOR_CONFIG_FILE} (with 'image_processor')"
+        )
+    config, config_path = image_cfg
+    _check_image_config(config, config_path)
+    if config.get("do_resize") is False:
+        raise InvalidFileError(
+            config_path, f"is false, but {model} needs images resized to a fixed size; set it to true", "do_resize"
+        )
+    mean = config.get("image_mean", [0.5, 0.5, 0.5])
+    std = config.get("image_std", [0.5, 0.5, 0.5])
+    mean = [mean] * 3 if isinstance(mean, (int, float)) else mean
+    std = [std] * 3 if isinstance(std, (int, float)) else std
+    if config.get("do_normalize") is False:
+        mean, std = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
+    resample = config.get("resample")
+    do_convert_rgb = config.get("do_convert_rgb")
+    return {
+        "image_size": _image_size(config, config_path),
+        "image_mean": mean,
+        "image_std": std,
+        "rescale_factor": config.get("rescale_factor", 1 / 255) if config.get("do_rescale", True) is not False else 1.0,
+        "resample": PIL.Image.Resampling.BICUBIC if resample is None else resample,
+        "do_convert_rgb": True if do_convert_rgb is None else bool(do_convert_rgb),
+        "config": config,
+    }
 
 
 def _max_length(path: Path) -> int:
@@ -565,47 +604,31 @@ def load_processor(
         local_files_only=local_files_only,
         cache_dir=cache_dir,
     )
-    image_cfg = _image_config(directory)
-    missing = [TOKENIZER_FILE] if not (directory / TOKENIZER_FILE).is_file() else []
-    if image_cfg is None:
-        missing.append(f"{PREPROCESSOR_CONFIG_FILE} or {PROCESSOR_CONFIG_FILE} (with 'image_processor')")
-    if missing:
+    if not (directory / TOKENIZER_FILE).is_file():
+        image_missing = _image_config(directory) is None
+        what = [TOKENIZER_FILE] + (
+            [f"{PREPROCESSOR_CONFIG_FILE} or {PROCESSOR_CONFIG_FILE} (with 'image_processor')"] if image_missing else []
+        )
         raise FileNotFoundError(
-            f"{directory} is not a complete PaliGemma processor directory: missing {' and '.join(missing)}. "
+            f"{directory} is not a complete PaliGemma processor directory: missing {' and '.join(what)}. "
             f"{_DIR_CONTENTS_HINT}"
         )
-    assert image_cfg is not None
-    config, config_path = image_cfg
-
-    _check_image_config(config, config_path)
-    tokenizer = _load_tokenizer(directory / TOKENIZER_FILE)
+    settings = read_image_settings(directory, "PaliGemma")
+    config = settings.pop("config")
+    tokenizer = load_tokenizer(directory / TOKENIZER_FILE)
     special = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "image_token": "<image>"}
     tokenizer_config_path = directory / TOKENIZER_CONFIG_FILE
     if tokenizer_config_path.is_file():
         tokenizer_config = _read_json(tokenizer_config_path)
         for key in ("bos_token", "eos_token", "pad_token"):
-            content = _token_content(tokenizer_config.get(key))
+            content = token_content(tokenizer_config.get(key))
             if content:
                 special[key] = content
         extra = tokenizer_config.get("extra_special_tokens")
-        if isinstance(extra, dict) and _token_content(extra.get("image_token")):
-            special["image_token"] = _token_content(extra["image_token"])
-
-    if config.get("do_resize") is False:
-        raise InvalidFileError(
-            config_path, "is false, but PaliGemma needs images resized to a fixed size; set it to true", "do_resize"
-        )
-    image_size = _image_size(config, config_path)
+        if isinstance(extra, dict) and token_content(extra.get("image_token")):
+            special["image_token"] = token_content(extra["image_token"])
+    image_size = settings["image_size"]
     num_image_tokens = config.get("image_seq_length") or (image_size // _PATCH_SIZE) ** 2
-    mean = config.get("image_mean", [0.5, 0.5, 0.5])
-    std = config.get("image_std", [0.5, 0.5, 0.5])
-    mean = [mean] * 3 if isinstance(mean, (int, float)) else mean
-    std = [std] * 3 if isinstance(std, (int, float)) else std
-    if config.get("do_normalize") is False:
-        mean, std = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
-    rescale_factor = config.get("rescale_factor", 1 / 255) if config.get("do_rescale", True) is not False else 1.0
-    resample = config.get("resample")
-    do_convert_rgb = config.get("do_convert_rgb")
 
     if max_length is None:
         max_length = DEFAULT_MAX_LENGTH
@@ -616,14 +639,9 @@ def load_processor(
     try:
         return PaliGemmaProcessor(
             tokenizer,
-            image_size=image_size,
             num_image_tokens=int(num_image_tokens),
-            image_mean=mean,
-            image_std=std,
-            rescale_factor=rescale_factor,
-            resample=PIL.Image.Resampling.BICUBIC if resample is None else resample,
-            do_convert_rgb=True if do_convert_rgb is None else bool(do_convert_rgb),
             max_length=max_length,
+            **settings,
             **special,
         )
     except VlmzooError:

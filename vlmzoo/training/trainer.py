@@ -27,6 +27,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from vlmzoo.errors import VlmzooError
 from vlmzoo.processing import PaliGemmaProcessor, load_processor
 from vlmzoo.progress import progress_bar
 from vlmzoo.training.checkpointing import (
@@ -88,10 +89,20 @@ def train(
     else:
         values["model"] = os.fspath(model)
     processor_object = None
-    if isinstance(processor, PaliGemmaProcessor):
-        processor_object = processor
+    if processor is not None and not isinstance(processor, (str, os.PathLike)):
+        processor_object = processor  # a PaliGemmaProcessor, or the processor of another model family
     elif processor is not None:
         values["processor"] = os.fspath(processor)
+    family = _family(model_object, values)
+    if family is not None:  # another model family trains its own way (e.g. SigLIP on image-text pairs)
+        config = TrainingConfig.checked(
+            {**values, **{k: v for k, v in (("train_data", train_data), ("eval_data", eval_data))
+                          if isinstance(v, (str, os.PathLike, Mapping))}},
+            source="vlmzoo.train()",
+        )  # fmt: skip
+        in_memory = {k: v for k, v in (("train_records", train_data), ("eval_records", eval_data))
+                     if v is not None and not isinstance(v, (str, os.PathLike, Mapping))}  # fmt: skip
+        return _family_train(family, config, model=model_object, processor=processor_object, **in_memory)
     train_records = eval_records = None
     if isinstance(train_data, (str, os.PathLike, Mapping)):  # a path or a generator spec: kept in the config
         values["train_data"] = train_data if isinstance(train_data, Mapping) else os.fspath(train_data)
@@ -108,8 +119,42 @@ def train(
     return trainer.run()
 
 
+def _family(model: nn.Module | None, values: dict[str, Any]):
+    """The registered non-PaliGemma `ModelFamily` of the model a run trains, or None (PaliGemma, or unknown:
+    the ordinary path then reports the problem)."""
+    from vlmzoo.checkpoints.hub import resolve
+    from vlmzoo.config import PaliGemmaConfig
+    from vlmzoo.families import family_of_config, family_of_json
+    from vlmzoo.plugins import get_registries
+    from vlmzoo.zoo import get_config
+
+    registries = get_registries()
+    if model is not None:
+        return family_of_config(getattr(model, "config", None), registries)
+    name = values.get("model")
+    if not isinstance(name, str):
+        return None
+    try:
+        if values.get("init") == "random":
+            config = get_config(name, registries=registries)
+            return None if isinstance(config, PaliGemmaConfig) else family_of_config(config, registries)
+        path = resolve(name, weights=False) / "config.json"
+        return family_of_json(json.loads(path.read_bytes()), registries) if path.is_file() else None
+    except (VlmzooError, OSError, ValueError, LookupError):
+        return None
+
+
+def _family_train(family, config: TrainingConfig, **objects: Any) -> nn.Module | None:
+    if family.train is None:
+        raise ValueError(f"{family.name} models cannot be trained by vlmzoo.train (the family offers no training)")
+    return family.train(config, **objects)
+
+
 def run(config: TrainingConfig) -> nn.Module | None:
     """Run a training described entirely by ``config`` (what ``vlmzoo train`` does); returns as `train`."""
+    family = _family(None, config.model_dump())
+    if family is not None:
+        return _family_train(family, config)
     return Trainer(config).run()
 
 

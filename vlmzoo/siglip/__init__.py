@@ -1,0 +1,20 @@
+"""SigLIP: image-text models trained with the pairwise sigmoid loss, as a second family of the zoo.
+
+>>> clip = vlmzoo.load("google/siglip-so400m-patch14-384")            # doctest: +SKIP
+>>> clip.classify("cat.jpg", ["a cat", "a dog"])                      # doctest: +SKIP
+"""
+
+from vlmzoo.siglip.config import SiglipConfig, SiglipTextConfig
+from vlmzoo.siglip.model import AttentionPoolingHead, SiglipModel, SiglipOutput, SiglipTextTower
+from vlmzoo.siglip.processor import SiglipProcessor, load_siglip_processor
+
+__all__ = [
+    "AttentionPoolingHead",
+    "SiglipConfig",
+    "SiglipModel",
+    "SiglipOutput",
+    "SiglipProcessor",
+    "SiglipTextConfig",
+    "SiglipTextTower",
+    "load_siglip_processor",
+]
