@@ -17,7 +17,7 @@ from vlmzoo.registry import Registries, UnknownKeyError, close_matches
 from vlmzoo.variants import Variant, aliases_of, variants_of
 
 if TYPE_CHECKING:
-    from vlmzoo.model.paligemma import PaliGemma
+    pass
 
 
 class UnknownModelError(UnknownKeyError):

@@ -24,7 +24,6 @@ from vlmzoo.errors import InvalidFileError, VlmzooError
 from vlmzoo.progress import progress_bar
 
 if TYPE_CHECKING:
-    from vlmzoo.model.paligemma import PaliGemma
     from vlmzoo.registry import Registries
 
 INDEX_FILE = "model.safetensors.index.json"
