@@ -76,7 +76,7 @@ def get_config(name: str, *, registries: Registries | None = None) -> Any:
 
 
 def build(
-    model,
+    model: str | Any,
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
