@@ -30,6 +30,7 @@ from torch import nn
 from vlmzoo.errors import VlmzooError
 from vlmzoo.tasks.base import Postprocessor, TaskError, check_names
 from vlmzoo.tasks.locations import DEFAULT_BINS, check_bins, clean_located_text, located_objects
+from vlmzoo.tasks.repeats import REPEAT_IOU, check_repeat_iou
 from vlmzoo.tasks.results import DetectedObject, TaskResult, check_image_size
 
 NUM_CODES = 128
@@ -261,15 +262,23 @@ class Segment(Postprocessor):
         vae: the mask decoder: a path or ``hf://`` file of big_vision's ``vae-oid.npz`` or its safetensors
             conversion, or a loaded `MaskDecoder`.
         bins: the ``<loc>`` convention, as for ``detect`` (1023: big_vision, 1024: the official demo).
+        repeat_iou: drop repeated boxes of one label, as for ``detect`` (default 0.7; None keeps them).
     """
 
     name: ClassVar[str] = "segment"
     max_new_tokens: ClassVar[int] = 256
 
-    def __init__(self, *, vae: str | os.PathLike | MaskDecoder | None = None, bins: int = DEFAULT_BINS) -> None:
+    def __init__(
+        self,
+        *,
+        vae: str | os.PathLike | MaskDecoder | None = None,
+        bins: int = DEFAULT_BINS,
+        repeat_iou: float | None = REPEAT_IOU,
+    ) -> None:
         if vae is None:
             raise TaskError(f"segment needs vae=: the path (or hf:// file) of {SOURCE_HINT}")
         self.bins = check_bins(bins)
+        self.repeat_iou = check_repeat_iou(repeat_iou)
         self.decoder = load_mask_decoder(vae)
 
     def prompt(self, objects: str | list[str]) -> str:
@@ -286,6 +295,7 @@ class Segment(Postprocessor):
             raise TaskError(f"{self.name}: parse needs image_size=(width, height) of the original image")
         size = check_image_size(image_size)
         objects: list[DetectedObject] = located_objects(text, size, bins=self.bins, keep_unlabelled_tail=True)
+        objects = self.drop_repeats(objects)
         with_codes = [obj for obj in objects if obj.seg_codes is not None]
         if with_codes:
             logits = self.decode_masks([obj.seg_codes for obj in with_codes]).numpy()
