@@ -19,6 +19,7 @@ token of the prompt (PaliGemma prompts end with ``\\n``; class names cannot hold
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -44,7 +45,7 @@ class ClosedSetSampler(Sampler):
     stochastic = None  # greedy alone; sampling when chained with e.g. temperature
 
     def __init__(
-        self, classes: Sequence[str], processor, *, segment: bool = False, no_match: str | None = None
+        self, classes: Sequence[str], processor: Any, *, segment: bool = False, no_match: str | None = None
     ) -> None:
         names = [" ".join(str(c).split()) for c in ([classes] if isinstance(classes, str) else classes)]
         if not names or not all(names) or any(";" in n or "\n" in n for n in names):
