@@ -59,6 +59,18 @@ def test_the_grammar_step_by_step(processor):
     assert set(sampler.allowed(separated).tolist()) >= set(sampler._loc.tolist())
 
 
+def test_with_a_budget_the_answer_ends_before_it_would_be_cut_off(processor):
+    size = processor.tokenizer.get_vocab_size()
+    prefer_loc = torch.zeros(1, size)
+    prefer_loc[0, ClosedSetSampler(["circle"], processor)._loc] = 10.0  # a model that never wants to stop
+    prefer_loc[0, processor.tokenizer.token_to_id("\u2581;")] = 9.0
+    sampler = ClosedSetSampler(["circle", "square"], processor, segment=True, max_new_tokens=70)
+    ids = _generate(sampler, processor, lambda _: prefer_loc, steps=70)
+    text = processor.decode(ids, skip_special_tokens=False)
+    assert ids[-1] == processor.eos_token_id and len(ids) <= 70, text
+    assert len(parse_located_text(text)) == text.count(";") + 1 == 2, text
+
+
 def test_no_match_text_is_allowed_as_a_whole_answer(processor):
     sampler = ClosedSetSampler(["circle"], processor, no_match="none")
     none = processor.tokenizer.encode("none", add_special_tokens=False).ids

@@ -223,3 +223,21 @@ def test_parsed_boxes_of_converted_records_match_the_coco_boxes(tmp_path):
     parsed = get_postprocessor("detect").parse(text, image_size=(64, 64)).objects
     for obj, expected in zip(parsed, record["objects"], strict=True):
         assert obj.box == pytest.approx(expected["box"], abs=64 / 1023)
+
+
+def test_a_training_config_reads_a_coco_table_relative_to_itself(tmp_path):
+    from vlmzoo.training import TrainingConfig
+
+    write_coco_dataset(tmp_path / "data", seed=4, num_images=2, size=64)
+    path = tmp_path / "run.toml"
+    path.write_text(
+        'model = "shapes-demo"\noutput_dir = "out"\nmax_steps = 1\nbatch_size = 1\n'
+        'train_data = { coco = "data/instances.json", images = "data", task = "detect" }\n'
+    )
+    config = TrainingConfig.from_file(path)
+    assert config.train_data == {
+        "coco": str(tmp_path / "data" / "instances.json"),
+        "images": str(tmp_path / "data"),
+        "task": "detect",
+    }
+    assert records_from_spec(config.train_data) == coco_records(tmp_path / "data" / "instances.json")

@@ -40,12 +40,21 @@ class ClosedSetSampler(Sampler):
         segment: also require sixteen ``<seg>`` tokens after the four ``<loc>`` tokens.
         no_match: a text the model was trained to write when nothing matches (``shapes-demo``: ``"none"``);
             allowed, then ``<eos>``, as a whole answer. None: only ``<eos>`` means nothing was found.
+        max_new_tokens: the generation budget. Given, a new object is only begun when the budget has room
+            to finish it (separator, boxes, the longest label one character per token, ``<eos>``), so
+            an answer is never cut off inside an object. None: no such check (the caller's budget may cut).
     """
 
     stochastic = None  # greedy alone; sampling when chained with e.g. temperature
 
     def __init__(
-        self, classes: Sequence[str], processor: Any, *, segment: bool = False, no_match: str | None = None
+        self,
+        classes: Sequence[str],
+        processor: Any,
+        *,
+        segment: bool = False,
+        no_match: str | None = None,
+        max_new_tokens: int | None = None,
     ) -> None:
         names = [" ".join(str(c).split()) for c in ([classes] if isinstance(classes, str) else classes)]
         if not names or not all(names) or any(";" in n or "\n" in n for n in names):
@@ -53,6 +62,7 @@ class ClosedSetSampler(Sampler):
         self.classes = tuple(dict.fromkeys(names))
         self.segment = bool(segment)
         self.no_match = no_match
+        self.max_new_tokens = max_new_tokens
         tokenizer = processor.tokenizer
         vocab_size = tokenizer.get_vocab_size()
         self._loc = torch.tensor([tokenizer.token_to_id(f"<loc{i:04d}>") for i in range(1024)])
@@ -82,6 +92,8 @@ class ClosedSetSampler(Sampler):
         starts = [] if no_match is None else [no_match, " " + no_match]
         self._no_match_targets = starts
         self._cache: dict[tuple[str, bool], list[int]] = {}
+        # tokens one more object can take: " ; " (two tokens at most), boxes, a label, <eos>
+        self._object_budget = 2 + 4 + (16 if segment else 0) + max(len(label) for label in labels) + 1
 
     def _continuations(self, written: str, at_start: bool) -> list[int]:
         """Ordinary tokens whose text extends ``written`` along some target (label or no-match text)."""
@@ -113,9 +125,10 @@ class ClosedSetSampler(Sampler):
             else:
                 start_text += self._text.get(token, "")
         ids: list[int] = []
+        room = self.max_new_tokens is None or self.max_new_tokens - len(answer) >= self._object_budget
         if locs == 0:  # the start of the answer
             if not start_text:
-                ids = [*self._loc.tolist(), self._eos]
+                ids = [*self._loc.tolist(), self._eos] if room else [self._eos]
             if start_text in self._no_match_targets:
                 ids.append(self._eos)
             ids += self._continuations(start_text, at_start=True)
@@ -129,7 +142,12 @@ class ClosedSetSampler(Sampler):
             ids.append(self._eos)
         if written in self._separated:
             ids += self._loc.tolist()
-        ids += self._continuations(written, at_start=False)
+        continuations = self._continuations(written, at_start=False)
+        if written in self._complete and not room:  # no room for another object: only a longer label or <eos>
+            continuations = [
+                i for i in continuations if any(label.startswith(written + self._text[i]) for label in self._complete)
+            ]
+        ids += continuations
         return torch.tensor(sorted(set(ids)), dtype=torch.long)
 
     def warp(self, logits: torch.Tensor, history: torch.Tensor) -> torch.Tensor:

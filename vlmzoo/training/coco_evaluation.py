@@ -39,6 +39,7 @@ __all__ = [
     "answer_prompts",
     "count_invalid",
     "evaluate_coco",
+    "gather_answers",
     "records_coco_metrics",
     "write_results",
 ]
@@ -186,8 +187,11 @@ def evaluate_coco(
         for entry, chunk in batch:
             by_chunk.setdefault(tuple(chunk), []).append((entry, chunk))
         for chunk, group in by_chunk.items():
+            budget = max_new_tokens or post.max_new_tokens
             sampler = (
-                ClosedSetSampler(chunk, processor, segment=segment, no_match=no_match) if constrained else "greedy"
+                ClosedSetSampler(chunk, processor, segment=segment, no_match=no_match, max_new_tokens=budget)
+                if constrained
+                else "greedy"
             )
             prompts = [post.prompt(list(chunk)) for _ in group]
             paths = [str(folder / entry["file_name"]) for entry, _ in group]
@@ -216,6 +220,25 @@ def write_results(results: Sequence[dict[str, Any]], out: str | os.PathLike) -> 
     partial.write_text(json.dumps(list(results)), encoding="utf-8")
     os.replace(partial, out)
     return out
+
+
+def gather_answers(answered: list[Any], group: Any) -> list[Any]:
+    """Every process's answered records (for `records_coco_metrics`), on every process."""
+    if not getattr(group, "active", False):
+        return answered
+    import torch.distributed as dist
+
+    from vlmzoo.tasks import DetectedObject
+
+    def plain(objects: Sequence[Any]) -> list[tuple[str, tuple[float, ...], float | None]]:
+        return [(o.label, tuple(o.box), o.score) for o in objects]
+
+    def rebuilt(objects: Sequence[Any]) -> list[DetectedObject]:
+        return [DetectedObject(label, box, score=score) for label, box, score in objects]
+
+    everyone: list[Any] = [None] * group.world_size
+    dist.all_gather_object(everyone, [(i, c, s, plain(t), plain(f)) for i, c, s, t, f in answered])
+    return [(i, c, s, rebuilt(t), rebuilt(f)) for part in everyone for i, c, s, t, f in part]
 
 
 def records_coco_metrics(

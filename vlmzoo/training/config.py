@@ -24,6 +24,8 @@ TrainableParts = Literal["all", "decoder", "attention", "projector+decoder", "lo
 
 #: Fields that hold paths; in a config file they are relative to the file's directory.
 _PATH_FIELDS = ("train_data", "eval_data", "output_dir", "resume_from")
+#: Keys of a data table (``train_data = { coco = "instances.json", images = "dir/" }``) that hold paths.
+_DATA_PATH_KEYS = ("coco", "images", "roboflow")
 #: Fields that may be a path or a name (hub id, zoo variant); resolved against the file only if that path exists.
 _PATH_OR_NAME_FIELDS = ("model", "processor")
 
@@ -62,7 +64,9 @@ class TrainingConfig(BaseModel):
 
     # Data
     train_data: str | dict[str, Any] | None = Field(
-        None, description="JSONL file of {image, prefix, suffix} records, or a generator table (vlmzoo.data)"
+        None,
+        description="JSONL file of {image, prefix, suffix|objects} records, a generator table or a dataset table "
+        "such as { coco = 'instances.json', images = 'dir/', task = 'detect' } (vlmzoo.data)",
     )
     eval_data: str | dict[str, Any] | None = Field(
         None, description="JSONL file (or generator table) evaluated every eval_every steps"
@@ -175,6 +179,13 @@ def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
         value = values.get(name)
         if isinstance(value, str) and value != "latest" and not Path(value).is_absolute():
             values[name] = str(base / value)
+        elif isinstance(value, dict):  # a dataset table: its file and folder are relative to the config too
+            values[name] = {
+                key: str(base / item)
+                if key in _DATA_PATH_KEYS and isinstance(item, str) and not Path(item).is_absolute()
+                else item
+                for key, item in value.items()
+            }
     for name in _PATH_OR_NAME_FIELDS:
         value = values.get(name)
         if isinstance(value, str) and not Path(value).is_absolute() and (base / value).exists():

@@ -61,13 +61,14 @@ def load_records(data: str | os.PathLike | Sequence[Any] | Mapping[str, Any]) ->
     """
     if isinstance(data, (str, os.PathLike)):
         return _load_jsonl(Path(data))
-    if isinstance(data, Mapping) and "generator" in data:
-        from vlmzoo.data import generate_records
+    if isinstance(data, Mapping) and ("generator" in data or "coco" in data or "roboflow" in data):
+        from vlmzoo.data import records_from_spec
 
         try:
-            data = generate_records(data)
+            data = records_from_spec(data)
         except (TypeError, ValueError) as err:
-            raise DataError(f"cannot generate training data from {dict(data)}: {err}") from None
+            verb = "generate" if "generator" in data else "read"
+            raise DataError(f"cannot {verb} training data from {dict(data)}: {err}") from None
     if isinstance(data, (dict, Record)) or not isinstance(data, Iterable):
         raise TypeError(
             f"training data must be a JSONL path, a list of records or a generator spec, got {type(data).__name__}; "

@@ -1,9 +1,10 @@
-"""Evaluation: mean suffix loss over a data set, and for ``detect`` prompts precision and recall of boxes.
+"""Evaluation: mean suffix loss over a data set, and for ``detect`` prompts precision, recall and COCO mAP.
 
 Loss is token-weighted and summed over all processes. Detection records are answered by greedy
 generation, both the answer and the record's suffix are read by the ``detect`` task post-processor,
 and a predicted box counts as found when it overlaps an unmatched true box of the same label with an
-intersection over union of at least 0.5.
+intersection over union of at least 0.5. The same answers, with each object's score from its token
+probabilities, give COCO's mAP@[.5:.95], AP50, AP75 and AR@100 (`vlmzoo.training.coco_evaluation`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import nn
 
 from vlmzoo.processing import PaliGemmaProcessor, load_image
 from vlmzoo.tasks import get_postprocessor, match_objects
+from vlmzoo.training.coco_evaluation import answer_prompts, gather_answers, records_coco_metrics
 from vlmzoo.training.data import Collator, Record, RecordDataset, load_records, validate
 from vlmzoo.training.distributed import ProcessGroup
 from vlmzoo.training.loss import SuffixLoss, count_targets
@@ -77,39 +79,45 @@ def detection_scores(
     group: ProcessGroup | None = None,
     postprocessor: Any | None = None,
 ) -> dict[str, float] | None:
-    """Precision and recall at IoU 0.5 over the ``detect`` records (greedy answers); None when there are
-    none or no ``detect`` post-processor is registered."""
+    """Precision and recall at IoU 0.5 and COCO bbox figures (``detect_mAP``, ``detect_AP50``, ``detect_AP75``,
+    ``detect_AR100``) over the ``detect`` records (greedy answers); None when there are none or no
+    ``detect`` post-processor is registered."""
     group = group or ProcessGroup(device=model.device)
     post = postprocessor or detect_postprocessor()
     selected = [r for r in records if is_detection(r)]
     if post is None or not selected:
         return None
-    size = (processor.image_size, processor.image_size)
     found = predicted = true = 0
-    mine = selected[group.rank :: group.world_size]
-    for start in range(0, len(mine), batch_size):
-        chunk = mine[start : start + batch_size]
-        inputs = processor(images=[load_image(r.image) for r in chunk], prompts=[r.prefix for r in chunk])
+    indices = list(range(group.rank, len(selected), group.world_size))
+    answered = []
+    for start in range(0, len(indices), batch_size):
+        chunk = [selected[i] for i in indices[start : start + batch_size]]
+        images = [load_image(r.image) for r in chunk]
         longest = max(len(processor.tokenizer.encode(r.suffix, add_special_tokens=False).ids) for r in chunk)
-        tokens = model.generate(
-            input_ids=inputs["input_ids"].to(model.device),
-            pixel_values=inputs["pixel_values"].to(model.device, model.dtype),
-            attention_mask=inputs["attention_mask"].to(model.device),
-            token_type_ids=inputs["token_type_ids"].to(model.device),
-            max_new_tokens=longest + 4,
+        answers = answer_prompts(
+            model, processor, images, [r.prefix for r in chunk], post=post, max_new_tokens=longest + 4
         )
-        for record, text in zip(chunk, processor.batch_decode(tokens), strict=True):
-            guess = [(o.label, o.box) for o in post.parse(text, image_size=size).objects]
-            truth = [(o.label, o.box) for o in post.parse(record.suffix, image_size=size).objects]
+        for index, record, image, (result, _) in zip(
+            indices[start : start + batch_size], chunk, images, answers, strict=True
+        ):
+            truth_objects = post.parse(record.suffix, image_size=image.size).objects
+            guess = [(o.label, o.box) for o in result.objects]
+            truth = [(o.label, o.box) for o in truth_objects]
             found += match_objects(guess, truth)
             predicted += len(guess)
             true += len(truth)
-    found, predicted, true, examples = group.sum([found, predicted, true, len(mine)])
-    return {
+            classes = [c.strip() for c in record.prefix.strip()[len("detect ") :].split(";") if c.strip()]
+            answered.append((index, classes, image.size, truth_objects, result.objects))
+    found, predicted, true, examples = group.sum([found, predicted, true, len(indices)])
+    scores = {
         "detect_precision": found / predicted if predicted else 0.0,
         "detect_recall": found / true if true else 0.0,
         "detect_examples": int(examples),
     }
+    coco = records_coco_metrics(gather_answers(answered, group))
+    if coco is not None:
+        scores.update({f"detect_{name}": value for name, value in coco.overall.items()})
+    return scores
 
 
 def evaluate(
