@@ -5,9 +5,11 @@
 1. ``one class per prompt``: ``detect circle``, ``detect square``, ``detect triangle`` for every image,
    the prompt form the demo model was trained with: its bbox mAP@[.5:.95] on scenes it never saw
    (seed 1000; training used seeds 0 and 1).
-2. ``long class list``: one prompt naming the three shapes and ten classes the model never saw
-   (``detect circle ; square ; triangle ; star ; ...``), answered freely and with constrained decoding
-   (`vlmzoo.generation.constrained.ClosedSetSampler`): invalid objects and mAP of each.
+2. ``twelve classes``: the same scenes labelled by colour and kind (``red circle``, ...), all twelve
+   classes in one prompt (the model was trained on one or two per prompt), answered freely and with
+   constrained decoding (`vlmzoo.generation.constrained.ClosedSetSampler`): invalid objects and mAP.
+3. ``thirteen classes``: the three shapes and ten classes the model never saw (``detect circle ;
+   square ; triangle ; star ; ...``), freely and constrained.
 """
 
 from __future__ import annotations
@@ -41,8 +43,12 @@ def main() -> None:
         data["categories"] += [{"id": 10 + i, "name": name} for i, name in enumerate(DISTRACTORS)]
         long_list = Path(folder) / "long.json"
         long_list.write_text(json.dumps(data))
-        runs["long class list, free"] = (long_list, {})
-        runs["long class list, constrained"] = (long_list, {"constrained": True})
+        coloured = write_coco_dataset(folder, seed=args.seed, num_images=args.images, size=64, filename="colour.json",
+                                      labels="colour")  # fmt: skip
+        runs["twelve classes, free"] = (coloured, {})
+        runs["twelve classes, constrained"] = (coloured, {"constrained": True})
+        runs["thirteen classes with ten unknown, free"] = (long_list, {})
+        runs["thirteen classes with ten unknown, constrained"] = (long_list, {"constrained": True})
         for name, (annotations, options) in runs.items():
             start = time.perf_counter()
             result = evaluate_coco(model, processor, annotations, folder, no_match="none",

@@ -2,7 +2,8 @@
 
 The same seeded scenes as `vlmzoo.data.shapes`, saved as PNG files with an ``instances.json`` that a
 labelling tool could have exported: one category per shape kind (``circle``, ``square``,
-``triangle``), a ``bbox`` and a polygon ``segmentation`` per shape. Running it through the COCO
+``triangle``; or per colour and kind, ``red circle``..., with ``labels="colour"``), a ``bbox`` and a
+polygon ``segmentation`` per shape. Running it through the COCO
 importer and the COCO evaluator exercises the whole path a user's own export takes, offline.
 """
 
@@ -13,7 +14,7 @@ import math
 import os
 from pathlib import Path
 
-from vlmzoo.data.shapes import KINDS, Shape, make_records
+from vlmzoo.data.shapes import COLOURS, KINDS, Shape, make_records
 
 __all__ = ["shape_polygon", "write_coco_dataset"]
 
@@ -36,18 +37,27 @@ def shape_polygon(shape: Shape) -> list[float]:
 
 
 def write_coco_dataset(
-    directory: str | os.PathLike, seed: int, num_images: int, size: int = 224, filename: str = "instances.json"
+    directory: str | os.PathLike,
+    seed: int,
+    num_images: int,
+    size: int = 224,
+    filename: str = "instances.json",
+    labels: str = "kind",
 ) -> Path:
     """Write ``images/NNNNNN.png`` and a COCO instances file for `num_images` scenes; return the file's path.
 
-    The JSON is written under a temporary name and renamed when complete.
+    ``labels="kind"`` gives three categories (circle, square, triangle), ``"colour"`` twelve (red circle,
+    ...). The JSON is written under a temporary name and renamed when complete.
     """
     if num_images <= 0:
         raise ValueError(f"num_images={num_images} must be positive")
+    if labels not in ("kind", "colour"):
+        raise ValueError(f"labels must be 'kind' or 'colour', got {labels!r}")
+    names = list(KINDS) if labels == "kind" else [f"{c} {k}" for c in sorted(COLOURS) for k in KINDS]
     directory = Path(directory)
     (directory / "images").mkdir(parents=True, exist_ok=True)
-    categories = [{"id": i + 1, "name": kind, "supercategory": "shape"} for i, kind in enumerate(KINDS)]
-    ids = {kind: i + 1 for i, kind in enumerate(KINDS)}
+    categories = [{"id": i + 1, "name": name, "supercategory": "shape"} for i, name in enumerate(names)]
+    ids = {name: i + 1 for i, name in enumerate(names)}
     images, annotations = [], []
     for index, (scene, _) in enumerate(make_records(seed, num_images, size=size, kinds=())):
         name = f"images/{index:06d}.png"
@@ -58,7 +68,7 @@ def write_coco_dataset(
             annotations.append({
                 "id": len(annotations) + 1,
                 "image_id": index + 1,
-                "category_id": ids[shape.kind],
+                "category_id": ids[shape.kind if labels == "kind" else shape.label],
                 "bbox": [x0, y0, x1 - x0, y1 - y0],
                 "area": float((x1 - x0) * (y1 - y0)),
                 "segmentation": [shape_polygon(shape)],
