@@ -5,10 +5,12 @@
 1. ``one class per prompt``: ``detect circle``, ``detect square``, ``detect triangle`` for every image,
    the prompt form the demo model was trained with: its bbox mAP@[.5:.95] on scenes it never saw
    (seed 1000; training used seeds 0 and 1).
-2. ``twelve classes``: the same scenes labelled by colour and kind (``red circle``, ...), all twelve
+2. ``three classes in one prompt``: ``detect circle ; square ; triangle`` (the model was trained on one or
+   two classes per prompt), freely and constrained.
+3. ``twelve classes``: the same scenes labelled by colour and kind (``red circle``, ...), all twelve
    classes in one prompt (the model was trained on one or two per prompt), answered freely and with
    constrained decoding (`vlmzoo.generation.constrained.ClosedSetSampler`): invalid objects and mAP.
-3. ``thirteen classes``: the three shapes and ten classes the model never saw (``detect circle ;
+4. ``thirteen classes``: the three shapes and ten classes the model never saw (``detect circle ;
    square ; triangle ; star ; ...``), freely and constrained.
 """
 
@@ -38,7 +40,11 @@ def main() -> None:
     report = {"images": args.images, "seed": args.seed}
     with tempfile.TemporaryDirectory() as folder:
         path = write_coco_dataset(folder, seed=args.seed, num_images=args.images, size=64)
-        runs = {"one class per prompt": (path, {"classes_per_prompt": 1})}
+        runs = {
+            "one class per prompt": (path, {"classes_per_prompt": 1}),
+            "three classes in one prompt, free": (path, {}),
+            "three classes in one prompt, constrained": (path, {"constrained": True}),
+        }
         data = json.loads(path.read_text())
         data["categories"] += [{"id": 10 + i, "name": name} for i, name in enumerate(DISTRACTORS)]
         long_list = Path(folder) / "long.json"

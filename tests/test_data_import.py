@@ -241,3 +241,11 @@ def test_a_training_config_reads_a_coco_table_relative_to_itself(tmp_path):
         "task": "detect",
     }
     assert records_from_spec(config.train_data) == coco_records(tmp_path / "data" / "instances.json")
+
+
+def test_the_datasets_package_is_imported_only_when_a_dataset_is_named():
+    import subprocess
+    import sys
+
+    code = "import sys, vlmzoo.data.huggingface, vlmzoo.data; assert 'datasets' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
