@@ -117,6 +117,8 @@ class VisionLanguageModel:
         of the probabilities the model gave its tokens (four ``<loc>``, any ``<seg>``, the label; see
         `vlmzoo.tasks.scoring`), and of repeated boxes the higher-scored one stays (``repeat_iou``).
         """
+        if task == "segment" and "vae" not in options and self.processor.mask_vae is not None:
+            options["vae"] = self.processor.mask_vae  # the model's own VQ-VAE (shapes-demo ships one)
         post, prompt = prepare_task(task, *prompt_args, **options)
         single = not isinstance(images, (list, tuple)) and not (
             isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4
@@ -156,7 +158,8 @@ class VisionLanguageModel:
         return self.run("detect", images, objects, **options)
 
     def segment(self, images: Any, objects: str | Sequence[str], **options: Any) -> TaskResult | list[TaskResult]:
-        """Boxes and masks for the named objects (``segment cat``); needs ``vae=`` (see `run`)."""
+        """Boxes and masks for the named objects (``segment cat``), decoded by the model's own mask VQ-VAE when
+        its processor names one, else by ``vae=`` or the default (see `vlmzoo.tasks.Segment`)."""
         return self.run("segment", images, objects, **options)
 
     def caption(self, images: Any, lang: str = "en", **options: Any) -> TaskResult | list[TaskResult]:

@@ -17,7 +17,7 @@ def add_options(evaluate: argparse.ArgumentParser) -> None:
     coco.add_argument("--images", help="folder of the COCO file_name entries (default: the JSON file's folder)")
     coco.add_argument("--out", help="write the COCO results JSON here")
     coco.add_argument("--task", choices=("detect", "segment"), default="detect", help="default: detect")
-    coco.add_argument("--vae", help="segment: the mask decoder (vae-oid.npz or its safetensors conversion)")
+    coco.add_argument("--vae", help="segment: the VQ-VAE file (default: the model's own, else big_vision's)")
     coco.add_argument("--classes-per-prompt", type=int, help="ask for at most N classes per prompt (default: all)")
     coco.add_argument("--constrained", action="store_true", help="constrained decoding: only valid objects")
     coco.add_argument("--no-match", help="the text the model writes when nothing matches (shapes-demo: none)")
@@ -30,9 +30,10 @@ def run(args: argparse.Namespace) -> int:
     from vlmzoo.tasks import get_postprocessor
     from vlmzoo.training.coco_evaluation import evaluate_coco, write_results
 
-    post = get_postprocessor(args.task, **({"vae": args.vae} if args.vae else {}))
-    model = vlmzoo.from_pretrained(args.model, device=args.device)
     processor = vlmzoo.load_processor(args.processor or args.model)
+    vae = args.vae or (processor.mask_vae if args.task == "segment" else None)  # a model's own VQ-VAE
+    post = get_postprocessor(args.task, **({"vae": vae} if vae else {}))
+    model = vlmzoo.from_pretrained(args.model, device=args.device)
     evaluation = evaluate_coco(
         model,
         processor,

@@ -8,6 +8,7 @@ with), wrapped to take and give JSON-ready values and to reject sizes and counts
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,8 @@ def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
     else:
         compressed = {"size": [height, width], "counts": counts}
     try:
-        return coco_mask.decode(compressed).astype(bool)
+        with warnings.catch_warnings():  # pycocotools' own numpy 2 deprecation notice, not the caller's to fix
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return coco_mask.decode(compressed).astype(bool)
     except (ValueError, TypeError) as exc:
         raise ValueError(f"RLE counts do not describe a {height}x{width} mask ({exc})") from None

@@ -74,6 +74,9 @@ class TrainingConfig(BaseModel):
     max_length: int | None = Field(None, gt=0, description="longest sequence allowed (default: the model's limit)")
     padding_side: Literal["left", "right"] = "right"
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes that decode images")
+    shuffle_objects: bool = Field(
+        True, description="shuffle the objects of detect/segment records given as 'objects' anew each epoch"
+    )
 
     # Optimisation
     output_dir: str = Field(description="where checkpoints, the final model and metrics.jsonl go")
@@ -101,7 +104,9 @@ class TrainingConfig(BaseModel):
     )
     eval_every: int | None = Field(None, gt=0, description="evaluate every N steps (and after the last one)")
     eval_detection: bool = Field(
-        True, description="also score 'detect' records by generating boxes: precision/recall at IoU 0.5"
+        True,
+        description="also score detect records (precision/recall at IoU 0.5) and segment records (mIoU, boxacc@0.5, "
+        "invalid) by generating answers",
     )
     log_every: int = Field(1, gt=0, description="write a metrics.jsonl line every N steps")
     save_every: int | None = Field(None, gt=0, description="write a resumable checkpoint every N steps")

@@ -1,10 +1,14 @@
-"""Evaluation: mean suffix loss over a data set, and for ``detect`` prompts precision, recall and COCO mAP.
+"""Evaluation: mean suffix loss over a data set; for ``detect`` prompts precision, recall and COCO mAP of
+boxes; for ``segment`` prompts mIoU, box accuracy at IoU 0.5 and invalid answers.
 
 Loss is token-weighted and summed over all processes. Detection records are answered by greedy
 generation, both the answer and the record's suffix are read by the ``detect`` task post-processor,
 and a predicted box counts as found when it overlaps an unmatched true box of the same label with an
 intersection over union of at least 0.5. The same answers, with each object's score from its token
 probabilities, give COCO's mAP@[.5:.95], AP50, AP75 and AR@100 (`vlmzoo.training.coco_evaluation`).
+Segmentation records are answered the same way and scored by `vlmzoo.tasks.segmentation_metrics`
+(big_vision's definitions), against the record's objects (their masks) or its written suffix (decoded
+by the same mask VQ-VAE).
 """
 
 from __future__ import annotations
@@ -19,8 +23,10 @@ from torch import nn
 
 from vlmzoo.processing import PaliGemmaProcessor, load_image
 from vlmzoo.tasks import get_postprocessor, match_objects
+from vlmzoo.tasks.segmentation_metrics import SegmentationTally, TrueObject
+from vlmzoo.tasks.targets import located_prompt
 from vlmzoo.training.coco_evaluation import answer_prompts, gather_answers, records_coco_metrics
-from vlmzoo.training.data import Collator, Record, RecordDataset, load_records, validate
+from vlmzoo.training.data import Collator, DataError, Record, RecordDataset, load_records, validate
 from vlmzoo.training.distributed import ProcessGroup
 from vlmzoo.training.loss import SuffixLoss, count_targets
 
@@ -88,25 +94,27 @@ def detection_scores(
     if post is None or not selected:
         return None
     found = predicted = true = 0
+    written = Collator(processor)  # writes the target of records given as objects, in the record's order
     indices = list(range(group.rank, len(selected), group.world_size))
     answered = []
     for start in range(0, len(indices), batch_size):
         chunk = [selected[i] for i in indices[start : start + batch_size]]
         images = [load_image(r.image) for r in chunk]
-        longest = max(len(processor.tokenizer.encode(r.suffix, add_special_tokens=False).ids) for r in chunk)
+        suffixes = [written.suffix(r, image.size) for r, image in zip(chunk, images, strict=True)]
+        longest = max(len(processor.tokenizer.encode(suffix, add_special_tokens=False).ids) for suffix in suffixes)
         answers = answer_prompts(
             model, processor, images, [r.prefix for r in chunk], post=post, max_new_tokens=longest + 4
         )
-        for index, record, image, (result, _) in zip(
-            indices[start : start + batch_size], chunk, images, answers, strict=True
+        for index, record, suffix, image, (result, _) in zip(
+            indices[start : start + batch_size], chunk, suffixes, images, answers, strict=True
         ):
-            truth_objects = post.parse(record.suffix, image_size=image.size).objects
+            truth_objects = post.parse(suffix, image_size=image.size).objects
             guess = [(o.label, o.box) for o in result.objects]
             truth = [(o.label, o.box) for o in truth_objects]
             found += match_objects(guess, truth)
             predicted += len(guess)
             true += len(truth)
-            classes = [c.strip() for c in record.prefix.strip()[len("detect ") :].split(";") if c.strip()]
+            classes = located_prompt(record.prefix)[1]  # type: ignore[index]
             answered.append((index, classes, image.size, truth_objects, result.objects))
     found, predicted, true, examples = group.sum([found, predicted, true, len(indices)])
     scores = {
@@ -120,6 +128,75 @@ def detection_scores(
     return scores
 
 
+def is_segmentation(record: Record) -> bool:
+    return record.prefix.strip().startswith("segment ")
+
+
+def _true_objects(record: Record, image_size: tuple[int, int], post: Any) -> list[TrueObject]:
+    """The objects a ``segment`` record's answer should hold: from its objects, else from its suffix."""
+    if record.objects is None:
+        parsed = post.parse(record.suffix or "", image_size=image_size)
+        return [TrueObject(o.label, o.box, o.mask) for o in parsed.objects if o.mask is not None]
+    named = set(located_prompt(record.prefix)[1])  # type: ignore[index]
+    truth = []
+    for i, obj in enumerate(record.objects):
+        if " ".join(obj.label.split()) not in named:
+            continue
+        try:
+            truth.append(TrueObject(obj.label, obj.pixel_box(image_size), obj.mask_array(image_size)))
+        except (ValueError, KeyError, TypeError) as err:
+            raise DataError(f"{record.where}: object {i} ({obj.label!r}): {err}") from None
+    return truth
+
+
+@torch.no_grad()
+def segmentation_scores(
+    model: nn.Module,
+    processor: PaliGemmaProcessor,
+    records: Sequence[Record],
+    *,
+    batch_size: int = 8,
+    group: ProcessGroup | None = None,
+    postprocessor: Any | None = None,
+) -> dict[str, float] | None:
+    """``segment_miou``, ``segment_boxacc@0.5``, ``segment_invalid`` (count), ``segment_invalid_rate`` over the
+    ``segment`` records (greedy answers, masks by the processor's mask VQ-VAE or the default one); None
+    when there are none."""
+    selected = [r for r in records if is_segmentation(r)]
+    if not selected:
+        return None
+    group = group or ProcessGroup(device=model.device)
+    if postprocessor is None:
+        vae = {"vae": processor.mask_vae} if processor.mask_vae is not None else {}
+        postprocessor = get_postprocessor("segment", **vae)
+    tally = SegmentationTally()
+    mine = selected[group.rank :: group.world_size]
+    for start in range(0, len(mine), batch_size):
+        chunk = mine[start : start + batch_size]
+        images = [load_image(r.image) for r in chunk]
+        inputs = processor(images=images, prompts=[r.prefix for r in chunk])
+        tokens = model.generate(
+            input_ids=inputs["input_ids"].to(model.device),
+            pixel_values=inputs["pixel_values"].to(model.device, model.dtype),
+            attention_mask=inputs["attention_mask"].to(model.device),
+            token_type_ids=inputs["token_type_ids"].to(model.device),
+            max_new_tokens=postprocessor.max_new_tokens,
+        )
+        for record, image, text in zip(chunk, images, processor.batch_decode(tokens), strict=True):
+            answer = postprocessor.parse(text, image_size=image.size)
+            tally.add(answer.objects, _true_objects(record, image.size, postprocessor))
+    sums = group.sum([sum(tally.ious), len(tally.ious), tally.box_hits, tally.invalid,
+                      tally.predicted + tally.empty_answers, len(mine)])  # fmt: skip
+    iou_sum, objects, hits, invalid, judged, examples = sums
+    return {
+        "segment_miou": iou_sum / objects if objects else 0.0,
+        "segment_boxacc@0.5": hits / objects if objects else 0.0,
+        "segment_invalid": int(invalid),
+        "segment_invalid_rate": invalid / judged if judged else 0.0,
+        "segment_examples": int(examples),
+    }
+
+
 def evaluate(
     model: nn.Module,
     processor: PaliGemmaProcessor,
@@ -131,7 +208,8 @@ def evaluate(
     detection: bool = True,
 ) -> dict[str, float]:
     """Metrics of ``model`` on ``data`` (a JSONL path or records): ``{"loss": ..., "examples": ...}``, plus
-    ``detect_precision`` / ``detect_recall`` when the data has ``detect`` prompts (and ``detection``)."""
+    ``detect_precision`` / ``detect_recall`` when the data has ``detect`` prompts and ``segment_miou``,
+    ``segment_boxacc@0.5``, ``segment_invalid`` when it has ``segment`` prompts (unless ``detection=False``)."""
     records = load_records(data)
     validate(records, processor, max_length=max_length)
     batches = [list(range(i, min(i + batch_size, len(records)))) for i in range(0, len(records), batch_size)]
@@ -143,8 +221,9 @@ def evaluate(
     try:
         metrics: dict[str, float] = {"loss": evaluate_loss(SuffixLoss(model), loader, device=model.device)}
         metrics["examples"] = len(records)
-        scores = detection_scores(model, processor, records, batch_size=batch_size) if detection else None
-        metrics.update(scores or {})
+        if detection:
+            metrics.update(detection_scores(model, processor, records, batch_size=batch_size) or {})
+            metrics.update(segmentation_scores(model, processor, records, batch_size=batch_size) or {})
     finally:
         model.train(was_training)
     return metrics
