@@ -249,3 +249,32 @@ def test_the_datasets_package_is_imported_only_when_a_dataset_is_named():
 
     code = "import sys, vlmzoo.data.huggingface, vlmzoo.data; assert 'datasets' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_coco_segment_records_train_as_boxes_and_mask_codes(tmp_path):
+    import vlmzoo
+    from vlmzoo.tasks.locations import parse_located_text
+    from vlmzoo.training import load_records
+    from vlmzoo.training.data import Collator
+
+    path = write_coco_dataset(tmp_path, seed=5, num_images=2, size=64)
+    records = load_records(coco_records(path, task="segment"))
+    collator = Collator(vlmzoo.load_processor("shapes-demo"))  # shapes-demo ships its mask VQ-VAE
+    for record, source in zip(records, coco_records(path, task="segment"), strict=True):
+        written = parse_located_text(collator.suffix(record, (64, 64)))
+        assert [o.label for o in written] == [o["label"] for o in source["objects"]]
+        assert all(o.seg_codes is not None for o in written)  # 4 <loc> + 16 <seg> + label per object
+    assert collator(records)["labels"].shape[0] == 2
+
+
+def test_roboflow_records_load_and_give_back_the_exported_suffix(tmp_path):
+    import vlmzoo
+    from vlmzoo.training import load_records
+    from vlmzoo.training.data import Collator
+
+    PIL.Image.new("RGB", (640, 480)).save(tmp_path / "p.jpg")
+    suffix = "<loc0100><loc0200><loc0300><loc0400> cat ; <loc0000><loc0000><loc1023><loc1023> dog"
+    path = tmp_path / "_annotations.valid.jsonl"
+    path.write_text(json.dumps({"image": "p.jpg", "prefix": "detect cat ; dog", "suffix": suffix}) + "\n")
+    (record,) = load_records(roboflow_records(path))
+    assert Collator(vlmzoo.load_processor("shapes-demo")).suffix(record, (640, 480)) == suffix
