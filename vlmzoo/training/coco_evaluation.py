@@ -181,22 +181,23 @@ def evaluate_coco(
     invalid = answers = 0
     jobs = [(entry, chunk) for chunk in _chunks(dataset.class_names, classes_per_prompt) for entry in entries]
     bar = progress_bar(total=len(jobs), enabled=progress, desc="COCO eval", unit="answer")
+    samplers: dict[tuple[str, ...], ClosedSetSampler] = {}
+    budget = max_new_tokens or post.max_new_tokens
     for start in range(0, len(jobs), batch_size):
         batch = jobs[start : start + batch_size]
         by_chunk: dict[tuple[str, ...], list[tuple[dict[str, Any], list[str]]]] = {}
         for entry, chunk in batch:
             by_chunk.setdefault(tuple(chunk), []).append((entry, chunk))
         for chunk, group in by_chunk.items():
-            budget = max_new_tokens or post.max_new_tokens
-            sampler = (
-                ClosedSetSampler(chunk, processor, segment=segment, no_match=no_match, max_new_tokens=budget)
-                if constrained
-                else "greedy"
-            )
+            if constrained and chunk not in samplers:  # one per class group: it reads the vocabulary once
+                samplers[chunk] = ClosedSetSampler(
+                    chunk, processor, segment=segment, no_match=no_match, max_new_tokens=budget
+                )
+            sampler = samplers[chunk] if constrained else "greedy"
             prompts = [post.prompt(list(chunk)) for _ in group]
             paths = [str(folder / entry["file_name"]) for entry, _ in group]
             answered = answer_prompts(
-                model, processor, paths, prompts, post=post, sampler=sampler, max_new_tokens=max_new_tokens
+                model, processor, paths, prompts, post=post, sampler=sampler, max_new_tokens=budget
             )
             for (entry, _), (result, raw) in zip(group, answered, strict=True):
                 invalid += count_invalid(raw, chunk, segment=segment, no_match=no_match)
