@@ -6,6 +6,8 @@ import json
 
 import PIL.Image
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vlmzoo.cli import main
 from vlmzoo.data import records_from_spec
@@ -15,6 +17,9 @@ from vlmzoo.data.huggingface import hf_records
 from vlmzoo.data.roboflow import roboflow_records
 from vlmzoo.data.shapes_coco import write_coco_dataset
 from vlmzoo.tasks import format_objects, get_postprocessor
+
+_COCO_KEYS = ["id", "image_id", "category_id", "bbox", "segmentation", "iscrowd", "file_name", "width", "height",
+              "size", "counts"]  # fmt: skip
 
 
 def _coco(tmp_path, annotations, images=None, categories=None):
@@ -278,3 +283,30 @@ def test_roboflow_records_load_and_give_back_the_exported_suffix(tmp_path):
     path.write_text(json.dumps({"image": "p.jpg", "prefix": "detect cat ; dog", "suffix": suffix}) + "\n")
     (record,) = load_records(roboflow_records(path))
     assert Collator(vlmzoo.load_processor("shapes-demo")).suffix(record, (640, 480)) == suffix
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 300) | st.floats(-10, 300) | st.text(max_size=4),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.sampled_from(_COCO_KEYS), inner, max_size=6),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    annotations=st.lists(_JSON, max_size=4),
+    images=st.lists(_JSON, max_size=3),
+    task=st.sampled_from(["detect", "segment"]),
+)
+def test_any_coco_content_gives_records_or_one_annotation_error(tmp_path_factory, annotations, images, task):
+    folder = tmp_path_factory.mktemp("fuzz")
+    PIL.Image.new("RGB", (100, 80)).save(folder / "a.png")
+    good = {"id": 1, "file_name": "a.png", "width": 100, "height": 80}
+    path = folder / "instances.json"
+    path.write_text(json.dumps({"images": [good, *images], "categories": [{"id": 3, "name": "cat"}],
+                                "annotations": annotations}))  # fmt: skip
+    try:
+        records = coco_records(path, task=task)
+    except AnnotationError:
+        return
+    assert all(r["prefix"] == f"{task} cat" for r in records)

@@ -83,6 +83,10 @@ def _load_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def read_coco(path: str | os.PathLike) -> CocoDataset:
     """Read and check a COCO instances file's images and categories (annotations are checked by `coco_records`)."""
     path = Path(path)
@@ -91,7 +95,7 @@ def read_coco(path: str | os.PathLike) -> CocoDataset:
     categories: dict[int, str] = {}
     for i, category in enumerate(data["categories"]):
         where = f"category {category.get('id', f'#{i}') if isinstance(category, dict) else f'#{i}'}"
-        if not isinstance(category, dict) or not isinstance(category.get("id"), int):
+        if not isinstance(category, dict) or not _is_id(category.get("id")):
             problems.add(where, "needs an integer 'id' and a 'name'")
             continue
         why = check_class_name(category.get("name"))
@@ -106,7 +110,7 @@ def read_coco(path: str | os.PathLike) -> CocoDataset:
     images: dict[int, dict[str, Any]] = {}
     for i, image in enumerate(data["images"]):
         where = f"image {image.get('id', f'#{i}') if isinstance(image, dict) else f'#{i}'}"
-        if not isinstance(image, dict) or not isinstance(image.get("id"), int):
+        if not isinstance(image, dict) or not _is_id(image.get("id")):
             problems.add(where, "needs an integer 'id' and a 'file_name'")
         elif not isinstance(image.get("file_name"), str) or not image["file_name"]:
             problems.add(where, "needs a 'file_name'")
@@ -114,7 +118,7 @@ def read_coco(path: str | os.PathLike) -> CocoDataset:
             problems.add(where, "id is used by another image")
         else:
             for side in ("width", "height"):
-                if side in image and (not isinstance(image[side], int) or image[side] <= 0):
+                if side in image and (not _is_id(image[side]) or image[side] <= 0):
                     problems.add(where, f"{side} must be a positive integer, got {image[side]!r}")
             images[image["id"]] = image
     problems.raise_if_any()
@@ -124,7 +128,7 @@ def read_coco(path: str | os.PathLike) -> CocoDataset:
 
 
 def _image_size(image: Mapping[str, Any], path: Path) -> tuple[int, int]:
-    if isinstance(image.get("width"), int) and isinstance(image.get("height"), int):
+    if _is_id(image.get("width")) and _is_id(image.get("height")):
         return image["width"], image["height"]
     import PIL.Image
 
@@ -148,7 +152,7 @@ def _mask_problem(segmentation: Any, size: tuple[int, int]) -> str | None:
                 return "segmentation polygons must be flat lists of at least 3 (x, y) pairs of numbers"
         return None
     if isinstance(segmentation, dict):
-        if list(segmentation.get("size", [])) != [height, width]:
+        if segmentation.get("size") not in ([height, width], (height, width)):
             size = segmentation.get("size")
             return f"segmentation RLE size {size!r} is not the image's [height, width] {[height, width]}"
         if not isinstance(segmentation.get("counts"), (str, list)):
@@ -197,15 +201,15 @@ def coco_records(
             problems.add(f"image {image_id}", f"no width/height given and {str(path)!r} cannot be read ({err})")
     objects: dict[int, list[dict[str, Any]]] = {image_id: [] for image_id in dataset.images}
     for i, ann in enumerate(dataset.data.get("annotations", [])):
-        if not isinstance(ann, dict) or not isinstance(ann.get("id"), int):
+        if not isinstance(ann, dict) or not _is_id(ann.get("id")):
             problems.add(f"annotation #{i}", "needs an integer 'id', 'image_id', 'category_id' and 'bbox'")
             continue
         where = f"annotation {ann['id']}"
         image_id, category_id = ann.get("image_id"), ann.get("category_id")
-        if image_id not in dataset.images:
+        if not _is_id(image_id) or image_id not in dataset.images:
             problems.add(where, f"image_id {image_id!r} is not in 'images'")
             continue
-        if category_id not in dataset.categories:
+        if not _is_id(category_id) or category_id not in dataset.categories:
             problems.add(where, f"category_id {category_id!r} is not in 'categories'")
             continue
         if ann.get("iscrowd", 0):
