@@ -32,6 +32,7 @@ from vlmzoo.progress import progress_bar
 from vlmzoo.tasks import Postprocessor, TaskResult, get_postprocessor
 from vlmzoo.tasks.coco_metrics import CocoMetrics, coco_metrics, detection_results, metrics_table
 from vlmzoo.tasks.locations import parse_located_text, strip_generation_tail
+from vlmzoo.tasks.rle import mask_to_rle
 from vlmzoo.tasks.scoring import parse_scored
 
 __all__ = [
@@ -231,11 +232,11 @@ def gather_answers(answered: list[Any], group: Any) -> list[Any]:
 
     from vlmzoo.tasks import DetectedObject
 
-    def plain(objects: Sequence[Any]) -> list[tuple[str, tuple[float, ...], float | None]]:
-        return [(o.label, tuple(o.box), o.score) for o in objects]
+    def plain(objects: Sequence[Any]) -> list[tuple[Any, ...]]:
+        return [(o.label, tuple(o.box), getattr(o, "score", None), o.mask) for o in objects]
 
     def rebuilt(objects: Sequence[Any]) -> list[DetectedObject]:
-        return [DetectedObject(label, box, score=score) for label, box, score in objects]
+        return [DetectedObject(label, box, mask=mask, score=score) for label, box, score, mask in objects]
 
     everyone: list[Any] = [None] * group.world_size
     dist.all_gather_object(everyone, [(i, c, s, plain(t), plain(f)) for i, c, s, t, f in answered])
@@ -244,11 +245,13 @@ def gather_answers(answered: list[Any], group: Any) -> list[Any]:
 
 def records_coco_metrics(
     answered: Sequence[tuple[int, Sequence[str], tuple[int, int], Sequence[Any], Sequence[Any]]],
+    iou_type: str = "bbox",
 ) -> CocoMetrics | None:
-    """COCO bbox metrics over answered records: ``(index, classes, size, true objects, found objects)`` each.
+    """COCO metrics over answered records: ``(index, classes, size, true objects, found objects)`` each.
 
     Objects are anything with ``label`` and ``box`` (``[x0, y0, x1, y1]`` pixels of an image of ``size``);
-    found objects also have ``score``. Each record is one COCO image whose categories are the classes
+    found objects also have ``score``; for ``iou_type="segm"`` both have a full-image bool ``mask`` (found
+    objects without one are left out). Each record is one COCO image whose categories are the classes
     its prompt names. None when no record has a true object (COCO gives no AP then).
     """
     names = sorted({name for _, classes, _, _, _ in answered for name in classes})
@@ -258,16 +261,22 @@ def records_coco_metrics(
     for index, classes, (width, height), true_objects, found in answered:
         truth["images"].append({"id": index + 1, "width": width, "height": height, "file_name": str(index)})
         for obj in true_objects:
-            if obj.label in ids:
-                x0, y0, x1, y1 = (float(v) for v in obj.box)
-                annotations.append({"id": len(annotations) + 1, "image_id": index + 1, "category_id": ids[obj.label],
-                                    "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0),
-                                    "iscrowd": 0})  # fmt: skip
+            if obj.label not in ids:
+                continue
+            x0, y0, x1, y1 = (float(v) for v in obj.box)
+            annotation = {"id": len(annotations) + 1, "image_id": index + 1, "category_id": ids[obj.label],
+                          "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": 0}  # fmt: skip
+            if iou_type == "segm":
+                annotation["segmentation"] = mask_to_rle(obj.mask)
+                annotation["area"] = float(obj.mask.sum())
+            annotations.append(annotation)
         named = {name: ids[name] for name in classes}
-        results += detection_results(index + 1, found, named)
+        kept = [o for o in found if o.mask is not None] if iou_type == "segm" else found
+        results += detection_results(index + 1, kept, named)
     if not annotations:
         return None
     truth["annotations"] = annotations
-    for entry in results:
-        entry.pop("segmentation", None)
-    return coco_metrics(truth, results, "bbox")
+    if iou_type == "bbox":
+        for entry in results:
+            entry.pop("segmentation", None)
+    return coco_metrics(truth, results, iou_type)

@@ -159,9 +159,10 @@ def segmentation_scores(
     group: ProcessGroup | None = None,
     postprocessor: Any | None = None,
 ) -> dict[str, float] | None:
-    """``segment_miou``, ``segment_boxacc@0.5``, ``segment_invalid`` (count), ``segment_invalid_rate`` over the
-    ``segment`` records (greedy answers, masks by the processor's mask VQ-VAE or the default one); None
-    when there are none."""
+    """``segment_miou``, ``segment_boxacc@0.5``, ``segment_invalid`` (count), ``segment_invalid_rate`` and COCO's
+    mask figures (``segment_mAP``, ``segment_AP50``, ``segment_AP75``, ``segment_AR100``) over the ``segment``
+    records (greedy answers, masks by the processor's mask VQ-VAE or the default one); None when there
+    are none."""
     selected = [r for r in records if is_segmentation(r)]
     if not selected:
         return None
@@ -170,31 +171,33 @@ def segmentation_scores(
         vae = {"vae": processor.mask_vae} if processor.mask_vae is not None else {}
         postprocessor = get_postprocessor("segment", **vae)
     tally = SegmentationTally()
-    mine = selected[group.rank :: group.world_size]
-    for start in range(0, len(mine), batch_size):
-        chunk = mine[start : start + batch_size]
+    indices = list(range(group.rank, len(selected), group.world_size))
+    answered = []
+    for start in range(0, len(indices), batch_size):
+        chunk = [selected[i] for i in indices[start : start + batch_size]]
         images = [load_image(r.image) for r in chunk]
-        inputs = processor(images=images, prompts=[r.prefix for r in chunk])
-        tokens = model.generate(
-            input_ids=inputs["input_ids"].to(model.device),
-            pixel_values=inputs["pixel_values"].to(model.device, model.dtype),
-            attention_mask=inputs["attention_mask"].to(model.device),
-            token_type_ids=inputs["token_type_ids"].to(model.device),
-            max_new_tokens=postprocessor.max_new_tokens,
-        )
-        for record, image, text in zip(chunk, images, processor.batch_decode(tokens), strict=True):
-            answer = postprocessor.parse(text, image_size=image.size)
-            tally.add(answer.objects, _true_objects(record, image.size, postprocessor))
+        answers = answer_prompts(model, processor, images, [r.prefix for r in chunk], post=postprocessor)
+        for index, record, image, (answer, _) in zip(
+            indices[start : start + batch_size], chunk, images, answers, strict=True
+        ):
+            truth = _true_objects(record, image.size, postprocessor)
+            tally.add(answer.objects, truth)
+            classes = located_prompt(record.prefix)[1]  # type: ignore[index]
+            answered.append((index, classes, image.size, truth, answer.objects))
     sums = group.sum([sum(tally.ious), len(tally.ious), tally.box_hits, tally.invalid,
-                      tally.predicted + tally.empty_answers, len(mine)])  # fmt: skip
+                      tally.predicted + tally.empty_answers, len(indices)])  # fmt: skip
     iou_sum, objects, hits, invalid, judged, examples = sums
-    return {
+    scores = {
         "segment_miou": iou_sum / objects if objects else 0.0,
         "segment_boxacc@0.5": hits / objects if objects else 0.0,
         "segment_invalid": int(invalid),
         "segment_invalid_rate": invalid / judged if judged else 0.0,
         "segment_examples": int(examples),
     }
+    coco = records_coco_metrics(gather_answers(answered, group), "segm")
+    if coco is not None:
+        scores.update({f"segment_{name}": value for name, value in coco.overall.items()})
+    return scores
 
 
 def evaluate(
