@@ -319,3 +319,31 @@ def test_segment_records_are_scored_from_generated_answers(processor, vae):
         assert scores["segment_invalid"] == 1 and scores["segment_miou"] == 0
     finally:
         processor.mask_vae = None
+
+
+def test_a_processor_names_its_mask_vae_and_saves_it_beside_its_files(tmp_path, processor, vae):
+    from vlmzoo.errors import InvalidFileError
+
+    processor.mask_vae = vae
+    try:
+        written = processor.save_pretrained(tmp_path / "proc")
+    finally:
+        processor.mask_vae = None
+    assert tmp_path / "proc" / "mask_vae.safetensors" in written
+    assert (tmp_path / "proc" / "mask_vae.safetensors").read_bytes() == vae.read_bytes()
+    assert vlmzoo.load_processor(tmp_path / "proc").mask_vae == tmp_path / "proc" / "mask_vae.safetensors"
+    (tmp_path / "proc" / "mask_vae.safetensors").unlink()
+    with pytest.raises(InvalidFileError, match=r"preprocessor_config.json: mask_vae: 'mask_vae.safetensors' is not"):
+        vlmzoo.load_processor(tmp_path / "proc")
+
+
+def test_vlmzoo_eval_reports_segmentation_figures(tmp_path, capsys, monkeypatch):
+    from vlmzoo.cli import main
+    from vlmzoo.data import shapes
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    data = shapes.write_dataset(tmp_path / "data", seed=41, num_images=3, size=64, kinds=["segment_shape"])
+    assert main(["eval", "shapes-demo", "--data", str(data)]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["segment_examples"] == 3 and 0 <= metrics["segment_miou"] <= 1
+    assert {"segment_boxacc@0.5", "segment_invalid", "segment_invalid_rate"} <= set(metrics)
