@@ -193,6 +193,8 @@ def cli_page() -> str:
     ]
     for name, sub in _subcommands(top):
         lines += ["", f"## `vlmzoo {name}`", "", "```text", sub.format_help().rstrip(), "```"]
+        for action, nested in _subcommands(sub):  # e.g. vlmzoo data convert
+            lines += ["", f"### `vlmzoo {name} {action}`", "", "```text", nested.format_help().rstrip(), "```"]
     return "\n".join(lines) + "\n"
 
 

@@ -14,7 +14,10 @@ def test_a_generator_spec_gives_the_same_records_as_the_generator():
     expected = [r for _, rs in shapes.make_records(3, 4, size=64) for r in rs]
     assert [(r.prefix, r.suffix) for r in records] == [(r.prefix, r.suffix) for r in expected]
     assert all(isinstance(r.image, PIL.Image.Image) and r.image.size == (64, 64) for r in records)
-    assert all(r.suffix for r in records)  # "none" where nothing matches: fine-tuning needs a target
+    # "none" where nothing matches: fine-tuning needs a target; segment records carry objects instead
+    assert all(r.suffix for r in records if r.objects is None)
+    segments = [r for r in records if r.prefix.startswith("segment ")]
+    assert len(segments) == 4 and all(r.suffix is None and r.objects for r in segments)
 
 
 def test_bad_generator_specs_say_what_to_use():

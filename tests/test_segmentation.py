@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from vae_weights import TRANSPOSED, random_vae_weights
 
 import vlmzoo
 from vlmzoo.tasks import (
     MaskDecoder,
-    TaskError,
     VaeFileError,
     convert_vae_to_safetensors,
     format_objects,
@@ -20,32 +20,6 @@ from vlmzoo.tasks import (
     load_mask_decoder,
     place_mask,
 )
-
-# The layer list of the decoder in big_vision's vae-oid.npz (PyTorch layout), and a few encoder layers.
-CONVS = {  # name: (out, in, k)
-    "decoder.0": (128, 512, 1),
-    **{f"decoder.{b}.net.{i}": (128, 128, k) for b in (2, 3) for i, k in ((0, 3), (2, 3), (4, 1))},
-    "decoder.12": (1, 16, 1),
-}
-TRANSPOSED = {"decoder.4": (128, 128), "decoder.6": (128, 64), "decoder.8": (64, 32), "decoder.10": (32, 16)}  # in, out
-
-
-def random_vae_weights(seed: int = 0, final_bias: float | None = None) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    weights = {"_vq_vae._embedding": rng.normal(size=(128, 512)).astype(np.float32)}
-    for name, (out, inp, k) in CONVS.items():
-        weights[f"{name}.weight"] = (rng.normal(size=(out, inp, k, k)) / np.sqrt(inp * k * k)).astype(np.float32)
-        weights[f"{name}.bias"] = (rng.normal(size=(out,)) * 0.1).astype(np.float32)
-    for name, (inp, out) in TRANSPOSED.items():
-        weights[f"{name}.weight"] = (rng.normal(size=(inp, out, 4, 4)) / np.sqrt(inp * 4)).astype(np.float32)
-        weights[f"{name}.bias"] = (rng.normal(size=(out,)) * 0.1).astype(np.float32)
-    for i in (0, 2, 4, 6):  # encoder layers: present in the real file, never used for decoding
-        weights[f"encoder.{i}.weight"] = rng.normal(size=(16, 1 if i == 0 else 16, 4, 4)).astype(np.float32)
-        weights[f"encoder.{i}.bias"] = np.full(16, np.nan, dtype=np.float32)
-    if final_bias is not None:
-        weights["decoder.12.weight"][:] = 0
-        weights["decoder.12.bias"][:] = final_bias
-    return weights
 
 
 def reference_decode(weights: dict[str, np.ndarray], codes: np.ndarray) -> np.ndarray:
@@ -101,7 +75,7 @@ def test_the_safetensors_conversion_decodes_the_same(vae_file, tmp_path):
     out = convert_vae_to_safetensors(vae_file, tmp_path / "vae-oid.safetensors")
     from safetensors.numpy import load_file
 
-    assert not any(key.startswith("encoder.") for key in load_file(str(out)))
+    assert load_file(str(out)).keys() == np.load(vae_file).keys()  # both halves: it can encode masks too
     codes = np.arange(32).reshape(2, 16) % 128
     a = load_mask_decoder(vae_file).decode_masks(codes)
     b = get_postprocessor("segment", vae=str(out)).decode_masks(codes)
@@ -177,9 +151,13 @@ def test_missing_or_cut_off_seg_tokens_keep_the_box_without_a_mask(vae_file):
 # ---------------------------------------------------------------------------------------------- bad files
 
 
-def test_segment_without_vae_says_what_to_pass():
-    with pytest.raises(TaskError, match="vae-oid.npz"):
+def test_segment_without_vae_offline_and_uncached_says_what_to_download(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(VaeFileError, match="HF_HUB_OFFLINE") as info:
         get_postprocessor("segment")
+    message = str(info.value)
+    assert "\n" not in message and "vae-oid.npz" in message and str(tmp_path) in message
 
 
 def _damaged_files(tmp_path, vae_file):

@@ -14,7 +14,7 @@ import pytest
 from vlmzoo.data import shapes
 from vlmzoo.data.shapes_tokenizer import build_tokenizer
 from vlmzoo.processing import IGNORE_INDEX, PaliGemmaProcessor
-from vlmzoo.tasks import box_iou
+from vlmzoo.tasks import box_iou, rle_to_mask
 
 LOC = re.compile(r"<loc(\d{4})>")
 
@@ -125,6 +125,12 @@ def test_records_cover_every_prompt_kind_with_answers_and_empty_answers():
                 assert record.prefix == "caption en"
                 assert record.suffix == shapes.caption_text(scene.shapes)
                 continue
+            if record.kind == "segment_shape":
+                query = record.prefix.removeprefix("segment ")
+                assert record.suffix is None and query in shapes.KINDS
+                assert [(label, box) for label, box, _ in record.objects] == [(s.kind, s.box) for s in scene.shapes]
+                empty[record.kind] += all(label != query for label, _, _ in record.objects)
+                continue
             queries = record.prefix.removeprefix("detect ").split(" ; ")
             assert record.suffix == shapes.detect_suffix(scene, queries)
             empty[record.kind] += record.suffix == shapes.NO_MATCH
@@ -135,6 +141,21 @@ def test_records_cover_every_prompt_kind_with_answers_and_empty_answers():
             else:
                 assert len(queries) == 2 and queries[0] != queries[1]
     assert all(0.05 < empty[k] / kinds[k] < 0.8 for k in ("detect_shape", "detect_colour_shape", "detect_two_shapes"))
+    assert 0.02 < empty["segment_shape"] / kinds["segment_shape"] < 0.25  # mostly a kind that is there
+
+
+def test_masks_are_the_pixels_each_shape_is_drawn_with():
+    for scene in scenes(11, 20, size=96):
+        masks = scene.masks()
+        assert masks.shape == (len(scene.shapes), 96, 96) and masks.dtype == bool
+        image = np.asarray(scene.image)
+        background = image[masks.sum(0) == 0]
+        assert (background == background[0]).all()  # nothing drawn outside the masks
+        for shape, mask in zip(scene.shapes, masks, strict=True):
+            assert (image[mask] == shapes.COLOURS[shape.colour]).all()
+            rows, cols = np.nonzero(mask)
+            assert (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1) == shape.box
+        assert not (masks.sum(0) > 1).any()
 
 
 def test_write_dataset_writes_fine_tuning_jsonl(tmp_path):
@@ -144,6 +165,12 @@ def test_write_dataset_writes_fine_tuning_jsonl(tmp_path):
     assert not list((tmp_path / "data").glob("*.partial"))
     expected = [r for _, records in shapes.make_records(9, 3, size=64) for r in records]
     for line, record in zip(lines, expected, strict=True):
+        if record.kind == "segment_shape":  # objects with COCO RLE masks, read back by the training loader
+            assert set(line) == {"image", "prefix", "objects"} and line["prefix"] == record.prefix
+            assert [o["box"] for o in line["objects"]] == [list(box) for _, box, _ in record.objects]
+            for obj, (_, _, mask) in zip(line["objects"], record.objects, strict=True):
+                assert np.array_equal(rle_to_mask(obj["mask"]), mask)
+            continue
         assert set(line) == {"image", "prefix", "suffix"}
         assert (line["prefix"], line["suffix"]) == (record.prefix, record.suffix)
         with PIL.Image.open(path.parent / line["image"]) as image:

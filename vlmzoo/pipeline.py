@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -13,6 +12,7 @@ import torch
 from vlmzoo.generation import GenerationStep
 from vlmzoo.processing import PaliGemmaProcessor, load_processor, to_rgb_array
 from vlmzoo.tasks import Postprocessor, TaskResult, prepare_task
+from vlmzoo.tasks.scoring import parse_scored
 
 
 class VisionLanguageModel:
@@ -135,7 +135,8 @@ class VisionLanguageModel:
         ``bins``, ``vae``). ``max_new_tokens`` defaults to the task's budget; ``sampler`` and
         ``generate_options`` (``seed``, ``temperature``, ``callback``...) go to the model's ``generate``.
         Boxes and masks are in pixels of each original image; each object's ``score`` is the geometric mean
-        of the probabilities the model gave its tokens (four ``<loc>``, any ``<seg>``, the label).
+        of the probabilities the model gave its tokens (four ``<loc>``, any ``<seg>``, the label; see
+        `vlmzoo.tasks.scoring`), and of repeated boxes the higher-scored one stays (``repeat_iou``).
 
         Args:
             task: a registered task name (``"detect"``, ``"caption"``, a plugin's) or a post-processor.
@@ -150,6 +151,8 @@ class VisionLanguageModel:
         Returns:
             A `TaskResult` (or the task's subclass) for one image, a list of them for a list.
         """
+        if task == "segment" and "vae" not in options and self.processor.mask_vae is not None:
+            options["vae"] = self.processor.mask_vae  # the model's own VQ-VAE (shapes-demo ships one)
         post, prompt = prepare_task(task, *prompt_args, **options)
         single = not isinstance(images, (list, tuple)) and not (
             isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4
@@ -179,9 +182,9 @@ class VisionLanguageModel:
         probabilities = torch.stack(chosen, dim=1).cpu()
         results = []
         for row, (text, array) in enumerate(zip(texts, arrays, strict=True)):
-            result = post.parse(text, image_size=(array.shape[1], array.shape[0]))
-            _score_objects(result.objects, tokens[row].tolist(), probabilities[row].tolist(), self.processor)
-            results.append(result)
+            size = (array.shape[1], array.shape[0])
+            ids, chances = tokens[row].tolist(), probabilities[row].tolist()
+            results.append(parse_scored(post, text, size, ids, chances, self.processor))
         return results[0] if single else results
 
     def detect(self, images: Any, objects: str | Sequence[str], **options: Any) -> TaskResult | list[TaskResult]:
@@ -189,7 +192,8 @@ class VisionLanguageModel:
         return self.run("detect", images, objects, **options)
 
     def segment(self, images: Any, objects: str | Sequence[str], **options: Any) -> TaskResult | list[TaskResult]:
-        """Boxes and masks for the named objects (``segment cat``); needs ``vae=`` (see `run`)."""
+        """Boxes and masks for the named objects (``segment cat``), decoded by the model's own mask VQ-VAE when
+        its processor names one, else by ``vae=`` or the default (see `vlmzoo.tasks.Segment`)."""
         return self.run("segment", images, objects, **options)
 
     def caption(self, images: Any, lang: str = "en", **options: Any) -> TaskResult | list[TaskResult]:
@@ -203,34 +207,6 @@ class VisionLanguageModel:
     def answer(self, images: Any, question: str, lang: str = "en", **options: Any) -> TaskResult | list[TaskResult]:
         """Answer a question about the image (``answer en {question}``); the answer is ``.text``."""
         return self.run("answer", images, question, lang=lang, **options)
-
-
-def _score_objects(objects: list, ids: list[int], probabilities: list[float], processor: PaliGemmaProcessor) -> None:
-    """Set each parsed object's score: the geometric mean of the probabilities of its tokens.
-
-    An object's tokens are its four ``<loc>`` tokens, found in order in the generated ids, and what
-    follows them (``<seg>`` tokens, label) up to the next ``<loc>``, a token holding ``;``, or the end.
-    Objects without ``locs`` (not parsed from loc tokens) keep their score.
-    """
-    tokenizer = processor.tokenizer
-    stops = {processor.eos_token_id, processor.pad_token_id}
-    loc_ids = {tokenizer.token_to_id(f"<loc{i:04d}>"): i for i in range(1024)}
-    start = 0
-    for obj in objects:
-        if obj.locs is None:
-            continue
-        wanted = [tokenizer.token_to_id(f"<loc{v:04d}>") for v in obj.locs]
-        at = next((i for i in range(start, len(ids) - 3) if ids[i : i + 4] == wanted), None)
-        if at is None:
-            continue
-        end = at + 4
-        while end < len(ids) and ids[end] not in stops and ids[end] not in loc_ids:
-            if ";" in (tokenizer.id_to_token(ids[end]) or ""):
-                break
-            end += 1
-        span = probabilities[at:end]
-        obj.score = float(math.exp(sum(math.log(max(p, 1e-45)) for p in span) / len(span)))
-        start = end
 
 
 def _family_of_checkpoint(path_or_repo_id: str | os.PathLike, where: dict[str, Any]):

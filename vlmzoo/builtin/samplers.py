@@ -1,5 +1,7 @@
-"""Built-in samplers, registered by key: greedy, sample, temperature, top_k, top_p, min_p, repetition_penalty."""
+"""Built-in samplers, registered by key: greedy, sample, temperature, top_k, top_p, min_p, repetition_penalty,
+closed_set (constrained decoding for closed-set detection and segmentation)."""
 
+from vlmzoo.generation.constrained import ClosedSetSampler
 from vlmzoo.generation.samplers import Greedy, MinP, RepetitionPenalty, Sampler, Temperature, TopK, TopP
 from vlmzoo.hookspecs import hookimpl
 
@@ -13,3 +15,4 @@ def register_samplers(registry):
     registry.sampler.register("top_p", TopP)
     registry.sampler.register("min_p", MinP)
     registry.sampler.register("repetition_penalty", RepetitionPenalty)
+    registry.sampler.register("closed_set", ClosedSetSampler)

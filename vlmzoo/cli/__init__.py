@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "vlmzoo.cli.demo",
     "vlmzoo.cli.tasks",
     "vlmzoo.cli.train",
+    "vlmzoo.cli.data",
     "vlmzoo.cli.bench",
     "vlmzoo.siglip.cli",
 )

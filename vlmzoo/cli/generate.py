@@ -105,6 +105,9 @@ def _generate(args: argparse.Namespace) -> int:
     from vlmzoo.processing import load_image
     from vlmzoo.tasks import TextPostprocessor
 
+    segmenting = args.task == "segment" or (args.prompt or "").split()[:1] == ["segment"]
+    if segmenting and args.vae is None:  # the model's own mask VQ-VAE, when its processor names one
+        args.vae = vlmzoo.load_processor(args.model, revision=args.revision).mask_vae
     post, prompt = task_request(args)
     paths = image_paths(args.image)
     targets = draw_targets(paths, args.draw)
@@ -169,7 +172,8 @@ def register(commands) -> None:
     what.add_argument("--question", help="the question for answer")
     what.add_argument("--lang", help="language code for caption / answer (default: en)")
     what.add_argument("--prompt", help="a raw prompt instead of --task, e.g. 'caption en' or 'detect cat'")
-    what.add_argument("--vae", help="segment's mask decoder: vae-oid.npz or its safetensors conversion")
+    what.add_argument("--vae", help="segment's mask VQ-VAE: vae-oid.npz or its safetensors conversion (default: the "
+                      "model's own, else big_vision's, downloaded once)")
     what.add_argument("--bins", type=int, choices=(1023, 1024), help="box decoding convention (default 1023)")
     out = gen.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="one JSON object per image instead of text")

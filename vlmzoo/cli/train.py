@@ -73,6 +73,12 @@ def _eval(args: argparse.Namespace) -> int:
     import vlmzoo
     from vlmzoo.training.evaluation import evaluate
 
+    if args.coco:
+        from vlmzoo.cli import coco_eval
+
+        return coco_eval.run(args)
+    if not args.data:
+        raise ValueError("give --data (JSONL records) or --coco (a COCO instances file) to evaluate on")
     model = vlmzoo.from_pretrained(args.model, device=args.device)
     announce_device(model.device, args.device)
     processor = vlmzoo.load_processor(args.processor or args.model)
@@ -99,11 +105,16 @@ def register(commands) -> None:
             train.add_argument(flag, dest=name, default=argparse.SUPPRESS, metavar=name.upper(), help=help_text)
     train.set_defaults(run=_train)
 
-    evaluate = commands.add_parser("eval", help="evaluate a checkpoint on JSONL records (suffix loss)")
+    evaluate = commands.add_parser(
+        "eval", help="evaluate a checkpoint on JSONL records (suffix loss) or a COCO file (mAP table)"
+    )
     evaluate.add_argument("model", help="checkpoint directory or hub id")
-    evaluate.add_argument("--data", required=True, help="JSONL file of image/prefix/suffix records")
+    evaluate.add_argument("--data", help="JSONL file of image/prefix/suffix records")
     evaluate.add_argument("--processor", help="processor directory or hub id (default: the model's)")
     evaluate.add_argument("--batch-size", type=int, default=8)
     evaluate.add_argument("--max-length", type=int, help="longest sequence allowed (default: the model's limit)")
     add_device_option(evaluate)
+    from vlmzoo.cli.coco_eval import add_options
+
+    add_options(evaluate)
     evaluate.set_defaults(run=_eval)

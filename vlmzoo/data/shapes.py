@@ -14,6 +14,11 @@ plain light background. Records follow PaliGemma's task formats:
   is ``none`` (:data:`NO_MATCH`): fine-tuning needs a non-empty target, and a detect parser reads it
   as text without objects.
 - ``caption en``: the shapes listed in the same order, ``"a red circle and two blue squares"``.
+- ``segment circle``: a record with ``objects`` instead of a suffix, every shape of the scene with its
+  kind as label, its box and its mask (drawn exactly as in the image); the training data loader writes
+  the target (``<loc>`` x 4 + ``<seg>`` x 16 + `` circle`` for each circle, through the model's mask
+  VQ-VAE). Three prompts in four ask for a kind in the scene; the others may have no answer (an empty
+  target).
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import PIL.Image
 import PIL.ImageDraw
 
 from vlmzoo.tasks.locations import location_tokens
+from vlmzoo.tasks.rle import mask_to_rle
 
 __all__ = [
     "COLOURS",
@@ -48,6 +55,7 @@ __all__ = [
     "make_records",
     "parse_caption",
     "scene_records",
+    "shape_mask",
     "training_records",
     "write_dataset",
 ]
@@ -59,7 +67,7 @@ COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), 
 #: The answer of a detect prompt that no shape in the scene matches.
 NO_MATCH = "none"
 #: The record kinds :func:`scene_records` makes, in a fixed order.
-PROMPT_KINDS = ("detect_shape", "detect_colour_shape", "detect_two_shapes", "caption")
+PROMPT_KINDS = ("detect_shape", "detect_colour_shape", "detect_two_shapes", "caption", "segment_shape")
 
 MIN_SIDE, MAX_SIDE = 0.15, 0.35  # shape size as a fraction of the image side
 _NUMBERS = {1: "a", 2: "two", 3: "three"}
@@ -89,23 +97,41 @@ class Scene:
     def size(self) -> tuple[int, int]:
         return self.image.size
 
+    def masks(self) -> np.ndarray:
+        """One bool [height, width] mask per shape, in the order of `shapes` (shapes never overlap)."""
+        if not self.shapes:
+            return np.zeros((0, self.size[1], self.size[0]), dtype=bool)
+        return np.stack([shape_mask(shape, self.size) for shape in self.shapes])
+
 
 @dataclass(frozen=True)
 class Record:
-    """One training or evaluation example; ``kind`` is one of :data:`PROMPT_KINDS`."""
+    """One training or evaluation example; ``kind`` is one of :data:`PROMPT_KINDS`.
+
+    A ``segment_shape`` record has no ``suffix`` but ``objects``: ``(kind, box, mask)`` of every shape.
+    """
 
     kind: str
     prefix: str
-    suffix: str
+    suffix: str | None
+    objects: tuple[tuple[str, tuple[int, int, int, int], Any], ...] | None = None
 
 
 def _overlaps(a: tuple[int, int, int, int], b: tuple[int, int, int, int], gap: int) -> bool:
     return a[0] < b[2] + gap and b[0] < a[2] + gap and a[1] < b[3] + gap and b[1] < a[3] + gap
 
 
-def _draw(draw: PIL.ImageDraw.ImageDraw, shape: Shape) -> None:
+def shape_mask(shape: Shape, size: tuple[int, int]) -> np.ndarray:
+    """The pixels `shape` covers in an image of ``size`` (width, height), as a bool [height, width] array,
+    drawn exactly as in the scene's image."""
+    canvas = PIL.Image.new("L", size, 0)
+    _draw(PIL.ImageDraw.Draw(canvas), shape, fill=255)
+    return np.asarray(canvas) > 0
+
+
+def _draw(draw: PIL.ImageDraw.ImageDraw, shape: Shape, fill: Any = None) -> None:
     x0, y0, x1, y1 = shape.box
-    fill = COLOURS[shape.colour]
+    fill = COLOURS[shape.colour] if fill is None else fill
     # PIL includes the last row/column of a box; boxes here are [x0, x1) like the loc-token convention.
     if shape.kind == "circle":
         draw.ellipse((x0, y0, x1 - 1, y1 - 1), fill=fill)
@@ -224,6 +250,13 @@ def scene_records(scene: Scene, rng: random.Random, kinds: Sequence[str] = PROMP
         elif kind == "caption":
             records.append(Record(kind, "caption en", caption_text(scene.shapes)))
             continue
+        elif kind == "segment_shape":
+            query = rng.choice(scene.shapes).kind if rng.random() < 0.75 else rng.choice(KINDS)
+            objects = tuple(
+                (shape.kind, shape.box, mask) for shape, mask in zip(scene.shapes, scene.masks(), strict=True)
+            )
+            records.append(Record(kind, f"segment {query}", None, objects))
+            continue
         else:
             raise ValueError(f"unknown record kind {kind!r}; use one of {', '.join(PROMPT_KINDS)}.")
         records.append(Record(kind, "detect " + " ; ".join(queries), detect_suffix(scene, queries)))
@@ -244,14 +277,26 @@ def training_records(
     seed: int, images: int, size: int = 224, kinds: Sequence[str] = PROMPT_KINDS
 ) -> list[dict[str, Any]]:
     """``{"image": PIL image, "prefix", "suffix"}`` dicts for `images` scenes, in memory: fine-tuning data
-    without files (the ``shapes`` generator of a training config)."""
+    without files (the ``shapes`` generator of a training config). ``segment`` records carry ``objects``
+    with COCO RLE masks instead of a suffix."""
     if images <= 0:
         raise ValueError(f"images={images} must be positive")
     return [
-        {"image": scene.image, "prefix": record.prefix, "suffix": record.suffix}
+        _record_dict(scene.image, record, masks_as=mask_to_rle)  # RLE: a few bytes a mask, not a whole image
         for scene, records in make_records(seed, images, size=size, kinds=kinds)
         for record in records
     ]
+
+
+def _record_dict(image: Any, record: Record, masks_as: Any) -> dict[str, Any]:
+    """A training record dict; masks stay arrays, or go through ``masks_as`` (e.g. to COCO RLE for JSONL)."""
+    if record.objects is None:
+        return {"image": image, "prefix": record.prefix, "suffix": record.suffix}
+    objects = [
+        {"label": label, "box": list(box), "mask": mask if masks_as is None else masks_as(mask)}
+        for label, box, mask in record.objects
+    ]
+    return {"image": image, "prefix": record.prefix, "objects": objects}
 
 
 def write_dataset(
@@ -262,7 +307,8 @@ def write_dataset(
     kinds: Sequence[str] = PROMPT_KINDS,
     filename: str = "data.jsonl",
 ) -> Path:
-    """Write PNG images and a JSONL file of ``{"image", "prefix", "suffix"}`` records; return the JSONL path.
+    """Write PNG images and a JSONL file of ``{"image", "prefix", "suffix"}`` records (``segment`` records:
+    ``objects`` with COCO RLE masks instead of ``suffix``); return the JSONL path.
 
     Image paths in the file are relative to it (``images/000000.png``), the layout vlmzoo's fine-tuning
     reads. The JSONL file is written to a temporary name and renamed when complete, so an interrupted
@@ -278,6 +324,6 @@ def write_dataset(
             name = f"images/{index:06d}.png"
             scene.image.save(directory / name)
             for record in records:
-                f.write(json.dumps({"image": name, "prefix": record.prefix, "suffix": record.suffix}) + "\n")
+                f.write(json.dumps(_record_dict(name, record, masks_as=mask_to_rle)) + "\n")
     os.replace(partial, path)
     return path

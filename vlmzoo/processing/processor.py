@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ _LOC_SEG_RE = re.compile(r"<(?:loc\d{4}|seg\d{3})>")
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+MASK_VAE_FILE = "mask_vae.safetensors"  # a model's own mask VQ-VAE, named by preprocessor_config.json's "mask_vae"
 PREPROCESSOR_CONFIG_FILE = "preprocessor_config.json"  # hub layout: image settings at top level
 PROCESSOR_CONFIG_FILE = "processor_config.json"  # newer transformers: image settings under "image_processor"
 MODEL_CONFIG_FILE = "config.json"
@@ -106,6 +108,8 @@ class PaliGemmaProcessor:
         do_convert_rgb: convert grayscale / palette / transparent images to RGB first.
         max_length: longest allowed sequence (image tokens + text); longer inputs raise ValueError.
         padding_side: "left" (default, needed for batched generation) or "right".
+        mask_vae: the model's own mask VQ-VAE file for ``segment`` (``shapes-demo`` has one), or None for
+            the default (big_vision's ``vae-oid.npz``). Saved beside the processor files.
     """
 
     def __init__(
@@ -124,6 +128,7 @@ class PaliGemmaProcessor:
         eos_token: str = "<eos>",
         pad_token: str = "<pad>",
         padding_side: str = "left",
+        mask_vae: str | os.PathLike | None = None,
     ) -> None:
         if not isinstance(tokenizer, Tokenizer):
             raise TypeError(
@@ -155,6 +160,7 @@ class PaliGemmaProcessor:
         self.do_convert_rgb = bool(do_convert_rgb)
         self.max_length = int(max_length)
         self.padding_side = padding_side
+        self.mask_vae = None if mask_vae is None else Path(mask_vae)
         self.image_token, self.bos_token, self.eos_token, self.pad_token = (
             image_token,
             bos_token,
@@ -429,7 +435,13 @@ class PaliGemmaProcessor:
             "rescale_factor": self.rescale_factor,
             "size": {"height": self.image_size, "width": self.image_size},
         }
+        names = [TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, PREPROCESSOR_CONFIG_FILE]
+        if self.mask_vae is not None:
+            preprocessor_config["mask_vae"] = MASK_VAE_FILE
+            names.append(MASK_VAE_FILE)
         with staged_directory(directory) as stage:
+            if self.mask_vae is not None:
+                shutil.copyfile(self.mask_vae, stage / MASK_VAE_FILE)
             self.tokenizer.save(str(stage / TOKENIZER_FILE))
             for name, content in (
                 (TOKENIZER_CONFIG_FILE, tokenizer_config),
@@ -438,7 +450,7 @@ class PaliGemmaProcessor:
                 with open(stage / name, "w", encoding="utf-8") as f:
                     json.dump(content, f, indent=2, ensure_ascii=False)
                     f.write("\n")
-        return [directory / name for name in (TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, PREPROCESSOR_CONFIG_FILE)]
+        return [directory / name for name in names]
 
 
 # ---------------------------------------------------------------------- loading
@@ -615,6 +627,7 @@ def load_processor(
         )
     settings = read_image_settings(directory, "PaliGemma")
     config = settings.pop("config")
+    config_path = _image_config(directory)[1]
     tokenizer = load_tokenizer(directory / TOKENIZER_FILE)
     special = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "image_token": "<image>"}
     tokenizer_config_path = directory / TOKENIZER_CONFIG_FILE
@@ -629,6 +642,15 @@ def load_processor(
             special["image_token"] = token_content(extra["image_token"])
     image_size = settings["image_size"]
     num_image_tokens = config.get("image_seq_length") or (image_size // _PATCH_SIZE) ** 2
+    mask_vae = config.get("mask_vae")
+    if mask_vae is not None:
+        if not isinstance(mask_vae, str) or Path(mask_vae).name != mask_vae or not (directory / mask_vae).is_file():
+            raise InvalidFileError(
+                config_path,
+                f"{mask_vae!r} is not a file beside it; name the model's mask VQ-VAE file or drop the field",
+                "mask_vae",
+            )
+        mask_vae = directory / mask_vae
 
     if max_length is None:
         max_length = DEFAULT_MAX_LENGTH
@@ -642,6 +664,7 @@ def load_processor(
             num_image_tokens=int(num_image_tokens),
             max_length=max_length,
             **settings,
+            mask_vae=mask_vae,
             **special,
         )
     except VlmzooError:

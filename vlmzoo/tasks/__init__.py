@@ -18,6 +18,7 @@ from vlmzoo.tasks.base import Postprocessor, TaskError, check_language, check_na
 from vlmzoo.tasks.detection import Detect
 from vlmzoo.tasks.drawing import draw_objects, label_color
 from vlmzoo.tasks.locations import DEFAULT_BINS, LocatedText, clean_text, format_objects, parse_located_text
+from vlmzoo.tasks.mask_encoding import MaskEncoder, load_mask_encoder
 from vlmzoo.tasks.matching import IOU_THRESHOLD, box_iou, match_objects
 from vlmzoo.tasks.results import DetectedObject, ImageSizeError, TaskResult, check_image_size
 from vlmzoo.tasks.rle import mask_to_rle, rle_to_mask
@@ -29,7 +30,10 @@ from vlmzoo.tasks.segmentation import (
     load_mask_decoder,
     place_mask,
 )
+from vlmzoo.tasks.segmentation_metrics import SegmentationTally
+from vlmzoo.tasks.targets import located_suffix
 from vlmzoo.tasks.text import Answer, Caption, Ocr, TextPostprocessor
+from vlmzoo.tasks.vae_files import default_vae_file
 
 __all__ = [
     "IOU_THRESHOLD",
@@ -43,9 +47,11 @@ __all__ = [
     "ImageSizeError",
     "LocatedText",
     "MaskDecoder",
+    "MaskEncoder",
     "Ocr",
     "Postprocessor",
     "Segment",
+    "SegmentationTally",
     "TaskError",
     "TaskResult",
     "TextPostprocessor",
@@ -55,12 +61,15 @@ __all__ = [
     "check_names",
     "clean_text",
     "convert_vae_to_safetensors",
+    "default_vae_file",
     "draw_objects",
     "format_objects",
     "get_postprocessor",
     "label_color",
     "list_tasks",
     "load_mask_decoder",
+    "load_mask_encoder",
+    "located_suffix",
     "mask_to_rle",
     "parse_located_text",
     "place_mask",

@@ -32,6 +32,8 @@ class Postprocessor:
 
     name: ClassVar[str] = ""
     max_new_tokens: ClassVar[int] = 64
+    #: Same-label boxes overlapping more than this are repeats, dropped by `drop_repeats` (None: kept).
+    repeat_iou: float | None = None
 
     def prompt(self, *args: Any, **options: Any) -> str:
         """The prompt text the checkpoints were trained with for this task."""
@@ -40,6 +42,12 @@ class Postprocessor:
     def parse(self, text: str, image_size: Any = None) -> TaskResult:
         """Turn generated text into a `TaskResult`; ``image_size`` is ``(width, height)`` of the original image."""
         raise NotImplementedError
+
+    def drop_repeats(self, objects: list) -> list:
+        """``objects`` without repeated boxes (see `vlmzoo.tasks.repeats`), by this task's ``repeat_iou``."""
+        from vlmzoo.tasks.repeats import drop_repeated
+
+        return drop_repeated(objects, self.repeat_iou)
 
     def __repr__(self) -> str:
         options = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))

@@ -5,8 +5,8 @@ laid out row-major on a 4x4 grid; the decoder upsamples that grid to a 64x64 mas
 resized into the box (bilinear, as big_vision's evaluator does) and thresholded at 0.
 
 The weights are big_vision's ``vae-oid.npz`` (``gs://big_vision/paligemma/vae-oid.npz``), stored in
-PyTorch layout: ``_vq_vae._embedding`` [128, 512] and ``decoder.*`` (its ``encoder.*`` half only makes
-masks into codes, for training data, and is not loaded). The file is read with
+PyTorch layout: ``_vq_vae._embedding`` [128, 512] and ``decoder.*`` (its ``encoder.*`` half makes masks into
+codes, for training data: `vlmzoo.tasks.mask_encoding`). The file is read with
 ``numpy.load(allow_pickle=False)``, never unpickled; `convert_vae_to_safetensors` writes the same
 weights as safetensors.
 """
@@ -30,6 +30,7 @@ from torch import nn
 from vlmzoo.errors import VlmzooError
 from vlmzoo.tasks.base import Postprocessor, TaskError, check_names
 from vlmzoo.tasks.locations import DEFAULT_BINS, check_bins, clean_located_text, located_objects
+from vlmzoo.tasks.repeats import REPEAT_IOU, check_repeat_iou
 from vlmzoo.tasks.results import DetectedObject, TaskResult, check_image_size
 
 NUM_CODES = 128
@@ -44,7 +45,7 @@ class VaeFileError(VlmzooError, ValueError):
     """A mask decoder file that is missing, unreadable, or lacks the expected weights."""
 
 
-class _ResBlock(nn.Module):
+class ResBlock(nn.Module):
     """Conv3x3 → ReLU → Conv3x3 → ReLU → Conv1x1, plus the input (keys ``net.0``, ``net.2``, ``net.4``)."""
 
     def __init__(self, dim: int) -> None:
@@ -79,8 +80,8 @@ class MaskDecoder(nn.Module):
         self.decoder = nn.Sequential(
             nn.Conv2d(CODE_DIM, 128, 1),
             nn.ReLU(),
-            _ResBlock(128),
-            _ResBlock(128),
+            ResBlock(128),
+            ResBlock(128),
             *_upsample(128, 128),
             *_upsample(128, 64),
             *_upsample(64, 32),
@@ -116,8 +117,8 @@ def _expected_shapes() -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def _read_weights(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of an ``.npz`` (no pickle) or ``.safetensors`` file; one `VaeFileError` for any failure."""
+def read_vae_weights(path: Path) -> dict[str, np.ndarray]:
+    """All arrays of an ``.npz`` (no pickle) or ``.safetensors`` file; one `VaeFileError` for any failure."""
     if not path.is_file():
         raise VaeFileError(f"mask decoder file {str(path)!r} does not exist; pass vae= the path of {SOURCE_HINT}")
     from safetensors import SafetensorError
@@ -188,7 +189,7 @@ def resolve_vae_file(vae: str | os.PathLike) -> Path:
 @functools.lru_cache(maxsize=4)
 def _load_cached(path: str, mtime_ns: int, size: int) -> MaskDecoder:
     decoder = MaskDecoder()
-    decoder.load_state_dict(_decoder_state(_read_weights(Path(path)), path))
+    decoder.load_state_dict(_decoder_state(read_vae_weights(Path(path)), path))
     return decoder.eval().requires_grad_(False)
 
 
@@ -209,17 +210,23 @@ def load_mask_decoder(vae: str | os.PathLike | MaskDecoder) -> MaskDecoder:
 
 
 def convert_vae_to_safetensors(npz: str | os.PathLike, output: str | os.PathLike) -> Path:
-    """Write the decoder half of ``vae-oid.npz`` (codebook + ``decoder.*``, same key names) as safetensors.
+    """Write ``vae-oid.npz`` (codebook, ``decoder.*`` and, when present, ``encoder.*``; same key names) as safetensors.
 
-    The file is checked first and written next to ``output`` under a temporary name, then moved into
+    Every key and shape is checked first (the encoder's too, when the file has one); the file is written
+    next to ``output`` under a temporary name, then moved into
     place, so an existing ``output`` is replaced only by a complete file.
     """
     from safetensors.numpy import save_file
 
     source = resolve_vae_file(npz)
-    weights = _read_weights(source)
+    weights = read_vae_weights(source)
     _decoder_state(weights, str(source))  # the same checks as loading
-    kept = {key: np.ascontiguousarray(weights[key], dtype=np.float32) for key in _expected_shapes()}
+    keys = list(_expected_shapes())
+    if any(key.startswith("encoder.") for key in weights):
+        from vlmzoo.tasks.mask_encoding import check_encoder_weights
+
+        keys += [key for key in check_encoder_weights(weights, str(source)) if key not in keys]
+    kept = {key: np.ascontiguousarray(weights[key], dtype=np.float32) for key in keys}
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
@@ -258,19 +265,45 @@ class Segment(Postprocessor):
     """Segmentation: ``segment cat`` → objects with a box and a full-image boolean mask.
 
     Args:
-        vae: the mask decoder: a path or ``hf://`` file of big_vision's ``vae-oid.npz`` or its safetensors
-            conversion, or a loaded `MaskDecoder`.
+        vae: the VQ-VAE: a path or ``hf://`` file of big_vision's ``vae-oid.npz`` or its safetensors
+            conversion (or of a VQ-VAE trained in that layout), or a loaded `MaskDecoder`. By default
+            big_vision's file, downloaded once (see `vlmzoo.tasks.vae_files.default_vae_file`); a model
+            that ships its own (``shapes-demo``) passes it through its processor.
         bins: the ``<loc>`` convention, as for ``detect`` (1023: big_vision, 1024: the official demo).
+        repeat_iou: drop repeated boxes of one label, as for ``detect`` (default 0.7; None keeps them).
     """
 
     name: ClassVar[str] = "segment"
     max_new_tokens: ClassVar[int] = 256
 
-    def __init__(self, *, vae: str | os.PathLike | MaskDecoder | None = None, bins: int = DEFAULT_BINS) -> None:
-        if vae is None:
-            raise TaskError(f"segment needs vae=: the path (or hf:// file) of {SOURCE_HINT}")
+    def __init__(
+        self,
+        *,
+        vae: str | os.PathLike | MaskDecoder | None = None,
+        bins: int = DEFAULT_BINS,
+        repeat_iou: float | None = REPEAT_IOU,
+    ) -> None:
         self.bins = check_bins(bins)
+        self.repeat_iou = check_repeat_iou(repeat_iou)
+        if vae is None:
+            from vlmzoo.tasks.vae_files import default_vae_file
+
+            vae = default_vae_file()
+        self.vae = vae
         self.decoder = load_mask_decoder(vae)
+
+    def encode_masks(self, masks: Any, boxes: Any) -> torch.Tensor:
+        """Full-image masks [N, H, W] (bool) and their pixel boxes [N, 4] ``(x0, y0, x1, y1)`` → codes [N, 16].
+
+        The inverse of `decode_masks`, as big_vision makes training targets: each mask cropped to its
+        box, resized to 64x64 and run through the VQ-VAE encoder of the same file (see
+        `vlmzoo.tasks.mask_encoding`). Needs a file, not a `MaskDecoder` object.
+        """
+        from vlmzoo.tasks.mask_encoding import encode_masks, load_mask_encoder
+
+        if isinstance(self.vae, MaskDecoder):
+            raise TaskError("encode_masks needs the VQ-VAE file (vae= a path), not a MaskDecoder object")
+        return encode_masks(load_mask_encoder(self.vae), masks, boxes)
 
     def prompt(self, objects: str | list[str]) -> str:
         return f"segment {' ; '.join(check_names(objects))}"
@@ -286,6 +319,7 @@ class Segment(Postprocessor):
             raise TaskError(f"{self.name}: parse needs image_size=(width, height) of the original image")
         size = check_image_size(image_size)
         objects: list[DetectedObject] = located_objects(text, size, bins=self.bins, keep_unlabelled_tail=True)
+        objects = self.drop_repeats(objects)
         with_codes = [obj for obj in objects if obj.seg_codes is not None]
         if with_codes:
             logits = self.decode_masks([obj.seg_codes for obj in with_codes]).numpy()

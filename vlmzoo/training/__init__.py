@@ -8,7 +8,16 @@ Examples:
 """
 
 from vlmzoo.training.config import TrainingConfig
-from vlmzoo.training.data import Collator, DataError, Record, RecordDataset, load_records, validate
+from vlmzoo.training.data import (
+    Collator,
+    DataError,
+    EpochIndex,
+    ObjectAnnotation,
+    Record,
+    RecordDataset,
+    load_records,
+    validate,
+)
 from vlmzoo.training.loss import SuffixLoss
 from vlmzoo.training.parts import freeze_all_but
 from vlmzoo.training.sampling import StepBatches
@@ -17,6 +26,8 @@ from vlmzoo.training.trainer import Trainer, run, train, warmup_cosine
 __all__ = [
     "Collator",
     "DataError",
+    "EpochIndex",
+    "ObjectAnnotation",
     "Record",
     "RecordDataset",
     "StepBatches",

@@ -24,6 +24,8 @@ TrainableParts = Literal["all", "decoder", "attention", "projector+decoder", "lo
 
 #: Fields that hold paths; in a config file they are relative to the file's directory.
 _PATH_FIELDS = ("train_data", "eval_data", "output_dir", "resume_from")
+#: Keys of a data table (``train_data = { coco = "instances.json", images = "dir/" }``) that hold paths.
+_DATA_PATH_KEYS = ("coco", "images", "roboflow")
 #: Fields that may be a path or a name (hub id, zoo variant); resolved against the file only if that path exists.
 _PATH_OR_NAME_FIELDS = ("model", "processor")
 
@@ -66,7 +68,9 @@ class TrainingConfig(BaseModel):
 
     # Data
     train_data: str | dict[str, Any] | None = Field(
-        None, description="JSONL file of {image, prefix, suffix} records, or a generator table (vlmzoo.data)"
+        None,
+        description="JSONL file of {image, prefix, suffix|objects} records, a generator table or a dataset table "
+        "such as { coco = 'instances.json', images = 'dir/', task = 'detect' } (vlmzoo.data)",
     )
     eval_data: str | dict[str, Any] | None = Field(
         None, description="JSONL file (or generator table) evaluated every eval_every steps"
@@ -74,6 +78,9 @@ class TrainingConfig(BaseModel):
     max_length: int | None = Field(None, gt=0, description="longest sequence allowed (default: the model's limit)")
     padding_side: Literal["left", "right"] = Field("right", description="where batches are padded (same loss)")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes that decode images")
+    shuffle_objects: bool = Field(
+        True, description="shuffle the objects of detect/segment records given as 'objects' anew each epoch"
+    )
 
     # Optimisation
     output_dir: str = Field(description="where checkpoints, the final model and metrics.jsonl go")
@@ -103,7 +110,9 @@ class TrainingConfig(BaseModel):
     )
     eval_every: int | None = Field(None, gt=0, description="evaluate every N steps (and after the last one)")
     eval_detection: bool = Field(
-        True, description="also score 'detect' records by generating boxes: precision/recall at IoU 0.5"
+        True,
+        description="also score detect records (precision/recall at IoU 0.5) and segment records (mIoU, boxacc@0.5, "
+        "invalid) by generating answers",
     )
     log_every: int = Field(1, gt=0, description="write a metrics.jsonl line every N steps")
     save_every: int | None = Field(None, gt=0, description="write a resumable checkpoint every N steps")
@@ -181,6 +190,13 @@ def _resolve_paths(values: dict[str, Any], base: Path) -> dict[str, Any]:
         value = values.get(name)
         if isinstance(value, str) and value != "latest" and not Path(value).is_absolute():
             values[name] = str(base / value)
+        elif isinstance(value, dict):  # a dataset table: its file and folder are relative to the config too
+            values[name] = {
+                key: str(base / item)
+                if key in _DATA_PATH_KEYS and isinstance(item, str) and not Path(item).is_absolute()
+                else item
+                for key, item in value.items()
+            }
     for name in _PATH_OR_NAME_FIELDS:
         value = values.get(name)
         if isinstance(value, str) and not Path(value).is_absolute() and (base / value).exists():

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 
 import torch
 
+from vlmzoo.training.data import EpochIndex
+
 
 class StepBatches(torch.utils.data.Sampler[list[int]]):
     """Micro-batches of dataset indices for one process, for steps ``start_step`` to ``max_steps - 1``."""
@@ -28,6 +30,7 @@ class StepBatches(torch.utils.data.Sampler[list[int]]):
         seed: int = 0,
         start_step: int = 0,
         max_steps: int,
+        tag_epochs: bool = False,
     ) -> None:
         if dataset_size <= 0:
             raise ValueError("the dataset is empty")
@@ -44,6 +47,8 @@ class StepBatches(torch.utils.data.Sampler[list[int]]):
         self.seed = seed
         self.start_step = start_step
         self.max_steps = max_steps
+        #: Yield `EpochIndex` ``(index, epoch)`` items instead of plain indices (to shuffle records' objects).
+        self.tag_epochs = tag_epochs
         self._epoch: tuple[int, list[int]] | None = None
 
     @property
@@ -67,7 +72,11 @@ class StepBatches(torch.utils.data.Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         size = self.micro_batch_size
         for step in range(self.start_step, self.max_steps):
-            mine = self.global_batch(step)[self.rank :: self.world_size]
+            mine = self.global_batch(step)
+            if self.tag_epochs:
+                first = step * self.batch_size
+                mine = [EpochIndex(index, (first + k) // self.dataset_size) for k, index in enumerate(mine)]
+            mine = mine[self.rank :: self.world_size]
             for k in range(self.grad_accumulation):
                 yield mine[k * size : (k + 1) * size]
 

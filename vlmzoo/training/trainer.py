@@ -42,7 +42,7 @@ from vlmzoo.training.checkpointing import (
 from vlmzoo.training.config import TrainingConfig
 from vlmzoo.training.data import Collator, PaddedDataset, Record, RecordDataset, load_records, validate
 from vlmzoo.training.distributed import ProcessGroup, join
-from vlmzoo.training.evaluation import autocast, detection_scores, evaluate_loss
+from vlmzoo.training.evaluation import autocast, detection_scores, evaluate_loss, segmentation_scores
 from vlmzoo.training.lora import apply_lora, merge_lora
 from vlmzoo.training.loss import SuffixLoss, count_targets
 from vlmzoo.training.parts import freeze_all_but
@@ -571,6 +571,8 @@ class Trainer:
                 # Generation runs in the weights' own dtype: its KV cache does not follow autocast.
                 scores = detection_scores(inner.model, processor, records, batch_size=self._eval_batch, group=group)
                 results.update(scores or {})
+                scores = segmentation_scores(inner.model, processor, records, batch_size=self._eval_batch, group=group)
+                results.update(scores or {})
         finally:
             inner.model.train()
         return results
@@ -581,10 +583,11 @@ class Trainer:
         workers = self.config.num_workers
         if workers:
             os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        sampler.tag_epochs = self.config.shuffle_objects and any(record.objects for record in records)
         return torch.utils.data.DataLoader(
             RecordDataset(records),
             batch_sampler=sampler,
-            collate_fn=Collator(processor, self.config.padding_side),
+            collate_fn=Collator(processor, self.config.padding_side, shuffle_seed=self.config.seed),
             num_workers=workers,
             pin_memory=device.type == "cuda",
         )

@@ -57,7 +57,8 @@ class Count(Postprocessor):
         if duplicate_iou is not None and not 0.0 < duplicate_iou <= 1.0:
             raise ValueError(f"duplicate_iou must be in (0, 1] or None, got {duplicate_iou!r}")
         self.duplicate_iou = duplicate_iou
-        self.detect = vlmzoo.get_postprocessor("detect", bins=bins)
+        # every box parsed: this task merges repeats itself, by its own duplicate_iou
+        self.detect = vlmzoo.get_postprocessor("detect", bins=bins, repeat_iou=None)
 
     def prompt(self, objects: str | list[str]) -> str:
         """The detection prompt: PaliGemma counts by finding each object."""
