@@ -26,8 +26,8 @@ def add_options(evaluate: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vlmzoo.cli.options import announce_device
     import vlmzoo
+    from vlmzoo.cli.options import announce_device
     from vlmzoo.tasks import get_postprocessor
     from vlmzoo.training.coco_evaluation import evaluate_coco, write_results
 
