@@ -84,15 +84,15 @@ def test_detects_the_red_circle_in_a_new_image_of_any_size(vlm, offline):
 
 @pytest.fixture(scope="module")
 def quality(vlm):
-    """100 scenes the model never saw (training used seeds 0, 1 and 2), 400 prompts, at 224 px (about 2 s)."""
+    """100 scenes the model never saw (training used seeds 0 and 1), 500 prompts, at 224 px (a few seconds)."""
     return evaluate_shapes_demo.evaluate(vlm, seed=77, num_images=100, size=224)
 
 
 @pytest.mark.parametrize("kind", list(evaluate_shapes_demo.QUALITY_BARS))
 def test_meets_its_quality_bar_on_new_scenes(quality, offline, kind):
-    bar = evaluate_shapes_demo.QUALITY_BARS[kind]
-    metrics = ("accuracy",) if kind == "caption" else ("precision", "recall")
-    assert all(quality[kind][metric] >= bar for metric in metrics), quality[kind]
+    """Detection precision and recall, caption accuracy."""
+    misses = [miss for miss in evaluate_shapes_demo.below_bars(quality) if miss.startswith(f"{kind} ")]
+    assert not misses, quality[kind]
 
 
 @pytest.mark.parametrize("scheme", ["int8", "int4"])
