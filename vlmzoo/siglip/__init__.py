@@ -1,7 +1,10 @@
 """SigLIP: image-text models trained with the pairwise sigmoid loss, as a second family of the zoo.
 
->>> clip = vlmzoo.load("google/siglip-so400m-patch14-384")            # doctest: +SKIP
->>> clip.classify("cat.jpg", ["a cat", "a dog"])                      # doctest: +SKIP
+Examples:
+    >>> import vlmzoo
+    >>> clip = vlmzoo.load("google/siglip2-so400m-patch14-384")
+    >>> clip.classify("cat.jpg", ["a cat", "a dog"]).best
+    'a cat'
 """
 
 from vlmzoo.siglip.config import SiglipConfig, SiglipTextConfig

@@ -3,7 +3,8 @@
 For a batch of B matched (image, text) pairs with L2-normalised embeddings x_i, y_j, learned temperature
 t = exp(t') and bias b, every pair is an independent binary classification::
 
-    loss = -1/B * sum_i sum_j log sigmoid(z_ij * (t * x_i . y_j + b)),   z_ij = +1 if i == j else -1
+    loss = -1/B * sum_i sum_j log sigmoid(z_ij * (t * x_i . y_j + b))
+    z_ij = +1 if i == j else -1
 
 Unlike the softmax (CLIP) loss, no term needs the whole row, so the B x B matrix never has to exist in
 one place: in the chunked form each of W processes holds B/W pairs, scores its images against its own

@@ -17,9 +17,10 @@ __all__ = ["Classification", "ImageTextModel"]
 class ImageTextModel:
     """A `SiglipModel` and the `SiglipProcessor` that feeds it: what `vlmzoo.load` returns for SigLIP.
 
-    >>> clip = vlmzoo.load("google/siglip-so400m-patch14-384")                 # doctest: +SKIP
-    >>> clip.classify("cat.jpg", ["a cat", "a dog"]).best                      # doctest: +SKIP
-    'a cat'
+    Examples:
+        >>> clip = vlmzoo.load("google/siglip2-so400m-patch14-384")
+        >>> clip.classify("cat.jpg", ["a cat", "a dog"]).best
+        'a cat'
     """
 
     def __init__(self, model, processor: SiglipProcessor) -> None:

@@ -7,7 +7,8 @@ A JSONL file holds one object per line, the layout big_vision and the Hugging Fa
 A ``detect`` or ``segment`` record may give ``objects`` instead of a written ``suffix`` (never both)::
 
     {"image": "images/0001.jpg", "prefix": "segment cat ; dog", "objects": [
-        {"label": "cat", "box": [12.0, 30.5, 200.0, 180.0], "mask": [[12, 30, 200, 30, 200, 180]]},
+        {"label": "cat", "box": [12.0, 30.5, 200.0, 180.0],
+         "mask": [[12, 30, 200, 30, 200, 180]]},
         {"label": "dog", "mask": {"size": [480, 640], "counts": "PPYo0..."}},
         {"label": "dog", "mask": "masks/0001_dog.png"}]}
 
