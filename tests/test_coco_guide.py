@@ -20,7 +20,12 @@ def test_the_guide_converts_trains_and_evaluates_offline(tmp_path, monkeypatch, 
     monkeypatch.setenv("VLMZOO_QUIET", "1")
     blocks = _BLOCK.findall(GUIDE.read_text(encoding="utf-8"))
     exec(blocks[0][1], {"__name__": "__guide__"})  # the tiny COCO datasets
-    commands = [shlex.split(line)[1:] for kind, code in blocks if kind == "bash" for line in code.splitlines()]
+    commands = [
+        shlex.split(line)[1:]
+        for kind, code in blocks
+        if kind == "bash"
+        for line in code.replace("\\\n", " ").splitlines()
+    ]
     assert [c[0] for c in commands] == ["data", "train", "eval"]
     for command in commands:
         assert main(command) == 0, command
