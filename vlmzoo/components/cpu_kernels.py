@@ -69,7 +69,13 @@ def load_extension():
 
         directory = build_directory()
         directory.mkdir(parents=True, exist_ok=True)
-        module = load("vlmzoo_small_m_linear", [str(SOURCE)], extra_cflags=["-O3"], build_directory=str(directory))
+        module = load(
+            "vlmzoo_small_m_linear",
+            [str(SOURCE)],
+            extra_cflags=["-O3", "-fopenmp"],  # at::parallel_for runs on PyTorch's OpenMP pool only with it
+            extra_ldflags=["-fopenmp"],
+            build_directory=str(directory),
+        )
         if "avx2" not in module.paths():
             raise RuntimeError("this CPU lacks AVX2+FMA")
         return module

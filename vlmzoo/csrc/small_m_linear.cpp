@@ -23,6 +23,7 @@
 namespace {
 
 constexpr int64_t kGrain = 16;  // weight rows per parallel task
+constexpr int kPrefetch = 1024;  // bytes ahead in each weight row to prefetch
 
 struct Problem {
   const void* x;       // [M, K] float32 (generic), bfloat16 (bf16), or quantized (vnni)
@@ -34,6 +35,16 @@ struct Problem {
 };
 
 using RowsFn = void (*)(const Problem&, int64_t, int64_t);
+
+// Runs `block<4>` on groups of four weight rows (four streams in flight, each activation load serving
+// four products) and `block<1>` on the rest. `block<R>(p, n)` computes out[:, n .. n+R).
+#define VLMZOO_ROWS(block)                                     \
+  void rows(const Problem& p, int64_t n0, int64_t n1) {        \
+    int64_t n = n0;                                            \
+    for (; n + 4 <= n1; n += 4) block<4>(p, n);                \
+    for (; n < n1; ++n) block<1>(p, n);                        \
+  }
+#define VLMZOO_PREFETCH(ptr) _mm_prefetch(reinterpret_cast<const char*>(ptr) + kPrefetch, _MM_HINT_T0)
 
 inline float bf16_to_float(uint16_t v) {
   uint32_t bits = uint32_t(v) << 16;
@@ -64,26 +75,33 @@ inline float hsum(__m256 v) {
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
-template <typename W>
-void rows(const Problem& p, int64_t n0, int64_t n1) {
-  const float* X = static_cast<const float*>(p.x);
-  const W* Wt = static_cast<const W*>(p.w);
-  const int64_t K = p.K;
-  for (int64_t n = n0; n < n1; ++n) {
-    const W* w = Wt + n * K;
-    for (int64_t m = 0; m < p.M; ++m) {
-      const float* x = X + m * K;
-      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-      int64_t k = 0;
-      for (; k + 16 <= K; k += 16) {
-        a0 = _mm256_fmadd_ps(load8(w + k), _mm256_loadu_ps(x + k), a0);
-        a1 = _mm256_fmadd_ps(load8(w + k + 8), _mm256_loadu_ps(x + k + 8), a1);
+template <typename W, int R>
+void block(const Problem& p, int64_t n) {
+  const W* w = static_cast<const W*>(p.w) + n * p.K;
+  const int64_t K = p.K, full = K / 8 * 8;
+  for (int64_t m = 0; m < p.M; ++m) {
+    const float* x = static_cast<const float*>(p.x) + m * K;
+    __m256 a[R];
+    for (int r = 0; r < R; ++r) a[r] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < full; k += 8) {
+      __m256 xv = _mm256_loadu_ps(x + k);
+      for (int r = 0; r < R; ++r) {
+        if (m == 0) VLMZOO_PREFETCH(w + r * K + k);
+        a[r] = _mm256_fmadd_ps(load8(w + r * K + k), xv, a[r]);
       }
-      float s = hsum(_mm256_add_ps(a0, a1));
-      for (; k < K; ++k) s += to_float(w[k]) * x[k];
-      p.out[m * p.N + n] = p.scale ? s * p.scale[n] : s;
+    }
+    for (int r = 0; r < R; ++r) {
+      float s = hsum(a[r]);
+      for (int64_t k = full; k < K; ++k) s += to_float(w[r * K + k]) * x[k];
+      p.out[m * p.N + n + r] = p.scale ? s * p.scale[n + r] : s;
     }
   }
+}
+template <typename W>
+void rows(const Problem& p, int64_t n0, int64_t n1) {
+  int64_t n = n0;
+  for (; n + 4 <= n1; n += 4) block<W, 4>(p, n);
+  for (; n < n1; ++n) block<W, 1>(p, n);
 }
 }  // namespace avx2
 #pragma GCC pop_options
@@ -92,35 +110,38 @@ void rows(const Problem& p, int64_t n0, int64_t n1) {
 #pragma GCC target("avx2,fma,avxvnni")
 namespace avxvnni {
 using avx2::hsum;
-// int8 x int8 with AVX-VNNI (256-bit): one block of 32 inputs per vector.
-void rows(const Problem& p, int64_t n0, int64_t n1) {
-  const uint8_t* XU = static_cast<const uint8_t*>(p.x);
-  const int8_t* Wt = static_cast<const int8_t*>(p.w);
+// int8 x int8 with AVX-VNNI (256-bit): one block of 32 inputs per vector; the weight tail is copied
+// into a zeroed vector (its activations are padded with q = 0).
+template <int R>
+void block(const Problem& p, int64_t n) {
   const int64_t K = p.K, full = K / 32 * 32;
+  const int8_t* w = static_cast<const int8_t*>(p.w) + n * K;
   const __m256i c128 = _mm256_set1_epi8(char(0x80)), zero = _mm256_setzero_si256();
-  alignas(32) int8_t tail[32];
-  for (int64_t n = n0; n < n1; ++n) {
-    const int8_t* w = Wt + n * K;
-    __m256i wtail = zero;
-    if (full < K) {
-      std::memset(tail, 0, 32);
-      std::memcpy(tail, w + full, K - full);
-      wtail = _mm256_load_si256(reinterpret_cast<const __m256i*>(tail));
-    }
-    for (int64_t m = 0; m < p.M; ++m) {
-      const uint8_t* xu = XU + m * p.Kp;
-      const float* xs = p.xs + m * (p.Kp / 32);
-      __m256 acc = _mm256_setzero_ps();
-      for (int64_t k = 0; k < K; k += 32) {
-        __m256i wv = k < full ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + k)) : wtail;
-        __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xu + k));
+  __m256i tail[R];
+  for (int r = 0; r < R; ++r) {
+    alignas(32) int8_t bytes[32] = {};
+    if (full < K) std::memcpy(bytes, w + r * K + full, K - full);
+    tail[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(bytes));
+  }
+  for (int64_t m = 0; m < p.M; ++m) {
+    const uint8_t* xu = static_cast<const uint8_t*>(p.x) + m * p.Kp;
+    const float* xs = p.xs + m * (p.Kp / 32);
+    __m256 a[R];
+    for (int r = 0; r < R; ++r) a[r] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K; k += 32) {
+      __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xu + k));
+      __m256 scale = _mm256_set1_ps(xs[k / 32]);
+      for (int r = 0; r < R; ++r) {
+        if (m == 0) VLMZOO_PREFETCH(w + r * K + k);
+        __m256i wv = k < full ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + r * K + k)) : tail[r];
         __m256i d = _mm256_sub_epi32(_mm256_dpbusd_avx_epi32(zero, xv, wv), _mm256_dpbusd_avx_epi32(zero, c128, wv));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_set1_ps(xs[k / 32]), acc);
+        a[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), scale, a[r]);
       }
-      p.out[m * p.N + n] = hsum(acc) * p.scale[n];
     }
+    for (int r = 0; r < R; ++r) p.out[m * p.N + n + r] = hsum(a[r]) * p.scale[n + r];
   }
 }
+VLMZOO_ROWS(block)
 }  // namespace avxvnni
 #pragma GCC pop_options
 
@@ -136,30 +157,33 @@ inline __m512 load16(const uint16_t* p, __mmask16 k) {
 inline __m512 load16(const int8_t* p, __mmask16 k) {
   return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(k, p)));
 }
-template <typename W>
-void rows(const Problem& p, int64_t n0, int64_t n1) {
-  const float* X = static_cast<const float*>(p.x);
-  const W* Wt = static_cast<const W*>(p.w);
+template <typename W, int R>
+void block(const Problem& p, int64_t n) {
+  const W* w = static_cast<const W*>(p.w) + n * p.K;
   const int64_t K = p.K;
-  const __mmask16 all = 0xFFFF;
-  for (int64_t n = n0; n < n1; ++n) {
-    const W* w = Wt + n * K;
-    for (int64_t m = 0; m < p.M; ++m) {
-      const float* x = X + m * K;
-      __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-      int64_t k = 0;
-      for (; k + 32 <= K; k += 32) {
-        a0 = _mm512_fmadd_ps(load16(w + k, all), _mm512_loadu_ps(x + k), a0);
-        a1 = _mm512_fmadd_ps(load16(w + k + 16, all), _mm512_loadu_ps(x + k + 16), a1);
+  for (int64_t m = 0; m < p.M; ++m) {
+    const float* x = static_cast<const float*>(p.x) + m * K;
+    __m512 a[R];
+    for (int r = 0; r < R; ++r) a[r] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k += 16) {
+      const __mmask16 mk = K - k >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (K - k)) - 1);
+      __m512 xv = _mm512_maskz_loadu_ps(mk, x + k);
+      for (int r = 0; r < R; ++r) {
+        if (m == 0) VLMZOO_PREFETCH(w + r * K + k);
+        a[r] = _mm512_fmadd_ps(load16(w + r * K + k, mk), xv, a[r]);
       }
-      for (; k < K; k += 16) {
-        __mmask16 mk = K - k >= 16 ? all : __mmask16((1u << (K - k)) - 1);
-        a0 = _mm512_fmadd_ps(load16(w + k, mk), _mm512_maskz_loadu_ps(mk, x + k), a0);
-      }
-      float s = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
-      p.out[m * p.N + n] = p.scale ? s * p.scale[n] : s;
+    }
+    for (int r = 0; r < R; ++r) {
+      float s = _mm512_reduce_add_ps(a[r]);
+      p.out[m * p.N + n + r] = p.scale ? s * p.scale[n + r] : s;
     }
   }
+}
+template <typename W>
+void rows(const Problem& p, int64_t n0, int64_t n1) {
+  int64_t n = n0;
+  for (; n + 4 <= n1; n += 4) block<W, 4>(p, n);
+  for (; n < n1; ++n) block<W, 1>(p, n);
 }
 }  // namespace avx512
 #pragma GCC pop_options
@@ -167,28 +191,26 @@ void rows(const Problem& p, int64_t n0, int64_t n1) {
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")
 namespace avx512bf16 {
-void rows(const Problem& p, int64_t n0, int64_t n1) {
-  const uint16_t* X = static_cast<const uint16_t*>(p.x);
-  const uint16_t* Wt = static_cast<const uint16_t*>(p.w);
+template <int R>
+void block(const Problem& p, int64_t n) {
+  const uint16_t* w = static_cast<const uint16_t*>(p.w) + n * p.K;
   const int64_t K = p.K;
-  for (int64_t n = n0; n < n1; ++n) {
-    const uint16_t* w = Wt + n * K;
-    for (int64_t m = 0; m < p.M; ++m) {
-      const uint16_t* x = X + m * K;
-      __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-      int64_t k = 0;
-      for (; k + 64 <= K; k += 64) {
-        a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512(w + k), (__m512bh)_mm512_loadu_si512(x + k));
-        a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512(w + k + 32), (__m512bh)_mm512_loadu_si512(x + k + 32));
+  for (int64_t m = 0; m < p.M; ++m) {
+    const uint16_t* x = static_cast<const uint16_t*>(p.x) + m * K;
+    __m512 a[R];
+    for (int r = 0; r < R; ++r) a[r] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k += 32) {
+      const __mmask32 mk = K - k >= 32 ? __mmask32(0xFFFFFFFFu) : __mmask32((1u << (K - k)) - 1);
+      __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(mk, x + k);
+      for (int r = 0; r < R; ++r) {
+        if (m == 0) VLMZOO_PREFETCH(w + r * K + k);
+        a[r] = _mm512_dpbf16_ps(a[r], (__m512bh)_mm512_maskz_loadu_epi16(mk, w + r * K + k), xv);
       }
-      for (; k < K; k += 32) {
-        __mmask32 mk = K - k >= 32 ? __mmask32(0xFFFFFFFFu) : __mmask32((1u << (K - k)) - 1);
-        a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_maskz_loadu_epi16(mk, w + k), (__m512bh)_mm512_maskz_loadu_epi16(mk, x + k));
-      }
-      p.out[m * p.N + n] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
     }
+    for (int r = 0; r < R; ++r) p.out[m * p.N + n + r] = _mm512_reduce_add_ps(a[r]);
   }
 }
+VLMZOO_ROWS(block)
 }  // namespace avx512bf16
 #pragma GCC pop_options
 
@@ -196,28 +218,31 @@ void rows(const Problem& p, int64_t n0, int64_t n1) {
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma")
 namespace avx512vnni {
 // 64 inputs (two blocks) per vector; p.xs holds one scale per 4 inputs (per int32 lane).
-void rows(const Problem& p, int64_t n0, int64_t n1) {
-  const uint8_t* XU = static_cast<const uint8_t*>(p.x);
-  const int8_t* Wt = static_cast<const int8_t*>(p.w);
+template <int R>
+void block(const Problem& p, int64_t n) {
+  const int8_t* w = static_cast<const int8_t*>(p.w) + n * p.K;
   const int64_t K = p.K;
   const __m512i c128 = _mm512_set1_epi8(char(0x80)), zero = _mm512_setzero_si512();
-  for (int64_t n = n0; n < n1; ++n) {
-    const int8_t* w = Wt + n * K;
-    for (int64_t m = 0; m < p.M; ++m) {
-      const uint8_t* xu = XU + m * p.Kp;
-      const float* xl = p.xs + m * (p.Kp / 4);
-      __m512 acc = _mm512_setzero_ps();
-      for (int64_t k = 0; k < K; k += 64) {
-        __mmask64 mk = K - k >= 64 ? ~__mmask64(0) : ((__mmask64(1) << (K - k)) - 1);
-        __m512i wv = _mm512_maskz_loadu_epi8(mk, w + k);
-        __m512i xv = _mm512_loadu_si512(xu + k);
+  for (int64_t m = 0; m < p.M; ++m) {
+    const uint8_t* xu = static_cast<const uint8_t*>(p.x) + m * p.Kp;
+    const float* xl = p.xs + m * (p.Kp / 4);
+    __m512 a[R];
+    for (int r = 0; r < R; ++r) a[r] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k += 64) {
+      const __mmask64 mk = K - k >= 64 ? ~__mmask64(0) : ((__mmask64(1) << (K - k)) - 1);
+      __m512i xv = _mm512_loadu_si512(xu + k);
+      __m512 scale = _mm512_loadu_ps(xl + k / 4);
+      for (int r = 0; r < R; ++r) {
+        if (m == 0) VLMZOO_PREFETCH(w + r * K + k);
+        __m512i wv = _mm512_maskz_loadu_epi8(mk, w + r * K + k);
         __m512i d = _mm512_sub_epi32(_mm512_dpbusd_epi32(zero, xv, wv), _mm512_dpbusd_epi32(zero, c128, wv));
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), _mm512_loadu_ps(xl + k / 4), acc);
+        a[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), scale, a[r]);
       }
-      p.out[m * p.N + n] = _mm512_reduce_add_ps(acc) * p.scale[n];
     }
+    for (int r = 0; r < R; ++r) p.out[m * p.N + n + r] = _mm512_reduce_add_ps(a[r]) * p.scale[n + r];
   }
 }
+VLMZOO_ROWS(block)
 }  // namespace avx512vnni
 #pragma GCC pop_options
 
