@@ -93,6 +93,7 @@ def instruction_sets() -> tuple[str, ...]:
     return tuple(p for p in found if p in _AVX2_FAMILY) if _setting() == "avx2" else found
 
 
+@torch.compiler.assume_constant_result  # a compiled decode step takes the answer as a constant
 def best_path(fmt: str) -> str | None:
     """The path a ``fmt`` product runs on here, or None for the fallback."""
     available = instruction_sets()
@@ -101,6 +102,12 @@ def best_path(fmt: str) -> str | None:
 
 def small_m_matmul(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None, path: str) -> torch.Tensor:
     """``x [M, K] @ weight [N, K].T`` (times ``scales [N]`` for int8) in float32 on the named path."""
+    return _small_m_op(x, weight, scales, path)
+
+
+# A PyTorch operator, so that torch.compile keeps a decode step in one graph around the extension call.
+@torch.library.custom_op("vlmzoo::small_m_matmul", mutates_args=())
+def _small_m_op(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None, path: str) -> torch.Tensor:
     module = load_extension()
     if path == "avx512bf16":
         return module.bf16(x.to(torch.bfloat16).contiguous(), weight.contiguous())
@@ -109,6 +116,11 @@ def small_m_matmul(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor |
     if path in ("avx512vnni", "avxvnni"):
         return module.int8_vnni(x32, weight.contiguous(), scale32, path)
     return module.generic(x32, weight.contiguous(), scale32, path)
+
+
+@_small_m_op.register_fake
+def _(x, weight, scales, path):
+    return x.new_empty((x.shape[0], weight.shape[0]), dtype=torch.float32)
 
 
 def _run(x, weight, bias, scales, fmt: str, fallback):
