@@ -37,6 +37,7 @@ import torch
 
 import vlmzoo
 from vlmzoo.bench import decode_weight_bytes, random_inputs, read_bandwidth, summarize, token_times
+from vlmzoo.components import cpu_kernels
 from vlmzoo.components.linear import kernel_choices
 
 #: row name → (vlmzoo dtype, quantization, transformers dtype it is timed against)
@@ -300,20 +301,26 @@ def kernel_ceilings(device: str = "cpu", repeats: int = 5) -> list[dict]:
         nbytes = count * (weight.numel() * weight.element_size() + (0 if scales is None else scales.nbytes))
         x = torch.randn(1, CEILING_SHAPE[1], device=device).to(dtype or torch.bfloat16)
         bandwidth = read_bandwidth(device=device)
-        for name, kernel in kernels:
-            try:
-                times = []
-                for _ in range(repeats + 1):
+        times: dict[str, list[float]] = {name: [] for name, _ in kernels}
+        failed: dict[str, str] = {}
+        for _ in range(repeats + 1):  # kernels alternate within each round, so drift affects all alike
+            for name, kernel in kernels:
+                if name in failed:
+                    continue
+                try:
                     _sync()
                     start = time.perf_counter()
                     for w, sc in weights:
                         kernel.fn(x, w, None, sc)
                     _sync()
-                    times.append(time.perf_counter() - start)
-            except Exception as exc:  # noqa: BLE001 - a kernel that cannot run here is reported, not fatal
-                results.append({"format": fmt, "kernel": name, "error": str(exc).splitlines()[0]})
+                    times[name].append(time.perf_counter() - start)
+                except Exception as exc:  # noqa: BLE001 - a kernel that cannot run here is reported, not fatal
+                    failed[name] = str(exc).splitlines()[0]
+        for name, _ in kernels:
+            if name in failed:
+                results.append({"format": fmt, "kernel": name, "error": failed[name]})
                 continue
-            step = statistics.median(times[1:])
+            step = statistics.median(times[name][1:])
             results.append({
                 "format": fmt, "kernel": name, "ms_per_gib_float32": step / count / (base.numel() * 4) * 2**30 * 1e3,
                 "gb_s": nbytes / step / 1e9, "of_bound": nbytes / step / bandwidth,
@@ -324,7 +331,9 @@ def kernel_ceilings(device: str = "cpu", repeats: int = 5) -> list[dict]:
 
 
 def print_ceilings(results: list[dict]) -> None:
-    print(f"one-row products, {CEILING_SHAPE[0]}x{CEILING_SHAPE[1]} weights, 1 GiB in float32 per timing")
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    shape = f"{CEILING_SHAPE[0]}x{CEILING_SHAPE[1]}"
+    print(f"one-row products, {shape} weights, 1 GiB in float32 per timing; load average {load}")
     print(f"{'format':9} {'kernel':18} {'GB/s':>6} {'of bound':>8} {'x float32':>9}")
     float32 = min((r["ms_per_gib_float32"] for r in results if r["format"] == "float32" and "gb_s" in r), default=None)
     for r in results:
@@ -514,6 +523,8 @@ def main() -> None:
         return
     bandwidth = read_bandwidth(device=DEVICE) / 1e9
     print(f"torch {torch.__version__}, {DEVICE}, {torch.get_num_threads()} threads, bandwidth {bandwidth:.1f} GB/s")
+    if DEVICE == "cpu":
+        print(f"vlmzoo CPU kernel paths: {', '.join(cpu_kernels.instruction_sets()) or 'none (PyTorch kernels)'}")
     if args.ceilings or args.only_ceilings:
         print_ceilings(kernel_ceilings(DEVICE))
         if args.only_ceilings:

@@ -12,6 +12,7 @@ from vlmzoo.components import (
     LayerNorm,
     SdpaAttention,
     SiglipVisionEncoder,
+    cpu_kernels,
     linear,
     quantized,
 )
@@ -30,7 +31,7 @@ def register_components(registry):
     registry.decoder_block.register("gemma", GemmaBlock)
     registry.decoder_block.register("gemma2", Gemma2Block)
     registry.vision_encoder.register("siglip", SiglipVisionEncoder)
-    for name, kernel in {**linear.BUILTIN_KERNELS, **quantized.KERNELS}.items():
+    for name, kernel in {**linear.BUILTIN_KERNELS, **quantized.KERNELS, **cpu_kernels.KERNELS}.items():
         registry.linear_kernel.register(name, kernel)
     for name, scheme in quantized.SCHEMES.items():
         registry.quantization.register(name, scheme)

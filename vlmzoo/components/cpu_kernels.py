@@ -1,0 +1,166 @@
+"""Small-row CPU kernels (the decode step) from a C++ extension, with the instruction set picked at run time.
+
+A decode step multiplies one row (or a few) by every weight, so its speed is the speed at which the
+weights are read. PyTorch's CPU kernels reach about half of it on such products (its int8 kernel, which
+widens every weight to float32, a fifth), and no maintained library fills the gap on x86 for this PyTorch:
+torchao's x86 wheel carries CUDA kernels only and routes its CPU layouts to the ATen operators already
+used here, and intel-extension-for-pytorch follows older PyTorch releases. Hence ``csrc/small_m_linear.cpp``,
+compiled by `torch.utils.cpp_extension` the first time a kernel runs (about a minute, once per machine and
+PyTorch version, into ``$VLMZOO_CACHE_DIR`` or ``~/.cache/vlmzoo``).
+
+One source file holds every instruction set (each function compiled for its own target); ``cpuid`` says
+which ones this CPU runs, and each format takes the best of them:
+
+* float32: AVX-512, else AVX2+FMA (float32 accumulation);
+* bfloat16: AVX-512 BF16 (``VDPBF16PS``), else bfloat16 weights widened in registers;
+* int8: VNNI (``VPDPBUSD``, AVX-512 or AVX-VNNI) on activations quantized once per product to int8 per
+  block of 32 inputs, as llama.cpp does, else int8 weights widened in registers against float activations.
+
+Where the extension cannot be built (no compiler, no AVX2) or ``VLMZOO_CPU_KERNELS=0`` is set, the
+kernels hand every product to the kernel they replace (``F.linear``, PyTorch's int8 kernel) after one
+log line. ``VLMZOO_CPU_KERNELS=avx2`` keeps to the AVX2 paths (as on a CPU without AVX-512).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from vlmzoo.components.linear import ROW_BUCKETS, LinearKernel, torch_linear
+from vlmzoo.components.quantized import int8_weight_only
+
+logger = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).resolve().parent.parent / "csrc" / "small_m_linear.cpp"
+#: Largest row count the kernels take: the end of the "few rows" bucket, whose choice is timed at 8 rows.
+#: They stream each weight row once and reuse it from the L1 cache for every activation row.
+MAX_ROWS = ROW_BUCKETS[1][2]
+#: Instruction-set paths per weight format, best first.
+PATHS = {
+    "float32": ("avx512", "avx2"),
+    "bfloat16": ("avx512bf16", "avx512", "avx2"),
+    "int8": ("avx512vnni", "avxvnni", "avx512", "avx2"),
+}
+_AVX2_FAMILY = {"avx2", "avxvnni"}
+
+
+def _setting() -> str:
+    return os.environ.get("VLMZOO_CPU_KERNELS", "1").strip().lower()
+
+
+def build_directory() -> Path:
+    """Where the compiled extension is cached: one folder per PyTorch version."""
+    root = Path(os.environ.get("VLMZOO_CACHE_DIR") or Path.home() / ".cache" / "vlmzoo")
+    return root / "cpu_kernels" / f"torch-{torch.__version__.replace('+', '-')}"
+
+
+@functools.cache
+def load_extension():
+    """The compiled extension module, or None (logged once) where it is switched off or cannot be built."""
+    if _setting() in {"0", "off", "false", "no"}:
+        logger.info("vlmzoo CPU kernels switched off (VLMZOO_CPU_KERNELS=0); using PyTorch's kernels")
+        return None
+    try:
+        from torch.utils.cpp_extension import load
+
+        directory = build_directory()
+        directory.mkdir(parents=True, exist_ok=True)
+        module = load(
+            "vlmzoo_small_m_linear",
+            [str(SOURCE)],
+            extra_cflags=["-O3", "-fopenmp"],  # at::parallel_for runs on PyTorch's OpenMP pool only with it
+            extra_ldflags=["-fopenmp"],
+            build_directory=str(directory),
+        )
+        if "avx2" not in module.paths():
+            raise RuntimeError("this CPU lacks AVX2+FMA")
+        return module
+    except Exception as exc:  # noqa: BLE001 - any failure means: use PyTorch's kernels
+        logger.warning("vlmzoo CPU kernels unavailable (%s); using PyTorch's kernels", str(exc).splitlines()[0])
+        return None
+
+
+def instruction_sets() -> tuple[str, ...]:
+    """The kernel paths this machine runs (empty when the extension is off or unavailable)."""
+    module = load_extension()
+    if module is None:
+        return ()
+    found = tuple(module.paths())
+    return tuple(p for p in found if p in _AVX2_FAMILY) if _setting() == "avx2" else found
+
+
+@torch.compiler.assume_constant_result  # a compiled decode step takes the answer as a constant
+def best_path(fmt: str) -> str | None:
+    """The path a ``fmt`` product runs on here, or None for the fallback."""
+    available = instruction_sets()
+    return next((p for p in PATHS[fmt] if p in available), None)
+
+
+def small_m_matmul(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None, path: str) -> torch.Tensor:
+    """``x [M, K] @ weight [N, K].T`` (times ``scales [N]`` for int8) in float32 on the named path."""
+    return _small_m_op(x, weight, scales, path)
+
+
+# A PyTorch operator, so that torch.compile keeps a decode step in one graph around the extension call.
+@torch.library.custom_op("vlmzoo::small_m_matmul", mutates_args=())
+def _small_m_op(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None, path: str) -> torch.Tensor:
+    module = load_extension()
+    if path == "avx512bf16":
+        return module.bf16(x.to(torch.bfloat16).contiguous(), weight.contiguous())
+    x32 = x.float().contiguous()
+    scale32 = None if scales is None else scales.float().contiguous()
+    if path in ("avx512vnni", "avxvnni"):
+        return module.int8_vnni(x32, weight.contiguous(), scale32, path)
+    return module.generic(x32, weight.contiguous(), scale32, path)
+
+
+@_small_m_op.register_fake
+def _(x, weight, scales, path):
+    return x.new_empty((x.shape[0], weight.shape[0]), dtype=torch.float32)
+
+
+def _run(x, weight, bias, scales, fmt: str, fallback):
+    path = best_path(fmt)
+    if path is None:
+        return fallback(x, weight, bias, scales)
+    rows = x.numel() // x.shape[-1]
+    out = small_m_matmul(x.reshape(rows, x.shape[-1]), weight, scales, path)
+    if bias is not None:
+        out += bias.float()  # one rounding to x's dtype, as F.linear rounds
+    return out.to(x.dtype).reshape(*x.shape[:-1], weight.shape[0])
+
+
+def small_m_float(x, weight, bias=None, scales=None):
+    """Float32 or bfloat16 weights on this CPU's best path (``F.linear`` where the extension is off)."""
+    return _run(x, weight, bias, None, "float32" if weight.dtype == torch.float32 else "bfloat16", torch_linear)
+
+
+def small_m_int8(x, qweight, bias=None, scales=None):
+    """int8 weights with per-row scales on this CPU's best path (PyTorch's int8 kernel where it is off)."""
+    return _run(x, qweight, bias, scales, "int8", int8_weight_only)
+
+
+KERNELS = {
+    "small_m_float": LinearKernel(
+        small_m_float,
+        ("float32", "bfloat16"),
+        devices=("cpu",),
+        max_rows=MAX_ROWS,
+        priority=2,
+        differentiable=False,
+        description="vlmzoo C++ matrix-vector kernel (AVX2 / AVX-512 / AVX-512 BF16)",
+    ),
+    "small_m_int8": LinearKernel(
+        small_m_int8,
+        ("int8",),
+        devices=("cpu",),
+        max_rows=MAX_ROWS,
+        priority=2,
+        differentiable=False,
+        description="vlmzoo C++ int8 kernel (VNNI on activations quantized per block of 32)",
+    ),
+}

@@ -1,0 +1,349 @@
+// Matrix-vector kernels for products of a few rows (the decode step), for CPUs.
+//
+// A decode step reads every weight once, so these kernels stream each weight row once (in the
+// threads of PyTorch's own pool) and keep the arithmetic well below the memory speed. Every
+// instruction set lives in its own `#pragma GCC target` region, so one file compiled without -m
+// flags holds them all; `paths()` reports which ones this CPU runs (cpuid), and Python picks.
+//
+//   out[m, n] = scale[n] * sum_k x[m, k] * w[n, k]      (scale = 1 for float weights)
+//
+// * "generic" kernels (AVX2+FMA, AVX-512): float32 activations, weights float32 / bfloat16 / int8
+//   widened to float32 in registers, float32 accumulation;
+// * "avx512bf16": bfloat16 activations and weights, VDPBF16PS (float32 accumulation);
+// * "avx512vnni" / "avxvnni": int8 weights, activations quantized once per product to int8 per
+//   block of 32 inputs (scale = max|x| / 127), VPDPBUSD inner loop. The instruction multiplies
+//   unsigned by signed bytes, so activations are stored as q + 128 and 128 * sum(w) is subtracted.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kGrain = 16;  // weight rows per parallel task
+constexpr int kPrefetch = 1024;  // bytes ahead in each weight row to prefetch
+
+struct Problem {
+  const void* x;       // [M, K] float32 (generic), bfloat16 (bf16), or quantized (vnni)
+  const void* w;       // [N, K]
+  const float* scale;  // [N] or nullptr
+  const float* xs;     // vnni: per-lane / per-block activation scales
+  float* out;          // [M, N]
+  int64_t M, N, K, Kp; // Kp: padded row length of quantized activations
+};
+
+using RowsFn = void (*)(const Problem&, int64_t, int64_t);
+
+// Runs `block<4>` on groups of four weight rows (four streams in flight, each activation load serving
+// four products) and `block<1>` on the rest. `block<R>(p, n)` computes out[:, n .. n+R).
+#define VLMZOO_ROWS(block)                                     \
+  void rows(const Problem& p, int64_t n0, int64_t n1) {        \
+    int64_t n = n0;                                            \
+    for (; n + 4 <= n1; n += 4) block<4>(p, n);                \
+    for (; n < n1; ++n) block<1>(p, n);                        \
+  }
+#define VLMZOO_PREFETCH(ptr) _mm_prefetch(reinterpret_cast<const char*>(ptr) + kPrefetch, _MM_HINT_T0)
+
+inline float bf16_to_float(uint16_t v) {
+  uint32_t bits = uint32_t(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+inline float to_float(float v) { return v; }
+inline float to_float(uint16_t v) { return bf16_to_float(v); }
+inline float to_float(int8_t v) { return float(v); }
+
+// ---- AVX2 + FMA ------------------------------------------------------------------------------------
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace avx2 {
+inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const uint16_t* p) {
+  __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
+}
+inline __m256 load8(const int8_t* p) {
+  __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+}
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+template <typename W, int R>
+void block(const Problem& p, int64_t n) {
+  const W* w = static_cast<const W*>(p.w) + n * p.K;
+  const int64_t K = p.K, full = K / 8 * 8;
+  for (int64_t m = 0; m < p.M; ++m) {
+    const float* x = static_cast<const float*>(p.x) + m * K;
+    __m256 a[R];
+    for (int r = 0; r < R; ++r) a[r] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < full; k += 8) {
+      __m256 xv = _mm256_loadu_ps(x + k);
+      for (int r = 0; r < R; ++r) {
+        if (m == 0) VLMZOO_PREFETCH(w + r * K + k);
+        a[r] = _mm256_fmadd_ps(load8(w + r * K + k), xv, a[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      float s = hsum(a[r]);
+      for (int64_t k = full; k < K; ++k) s += to_float(w[r * K + k]) * x[k];
+      p.out[m * p.N + n + r] = p.scale ? s * p.scale[n + r] : s;
+    }
+  }
+}
+template <typename W>
+void rows(const Problem& p, int64_t n0, int64_t n1) {
+  int64_t n = n0;
+  for (; n + 4 <= n1; n += 4) block<W, 4>(p, n);
+  for (; n < n1; ++n) block<W, 1>(p, n);
+}
+}  // namespace avx2
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,avxvnni")
+namespace avxvnni {
+using avx2::hsum;
+// int8 x int8 with AVX-VNNI (256-bit): one block of 32 inputs per vector; the weight tail is copied
+// into a zeroed vector (its activations are padded with q = 0).
+template <int R>
+void block(const Problem& p, int64_t n) {
+  const int64_t K = p.K, full = K / 32 * 32;
+  const int8_t* w = static_cast<const int8_t*>(p.w) + n * K;
+  const __m256i c128 = _mm256_set1_epi8(char(0x80)), zero = _mm256_setzero_si256();
+  __m256i tail[R];
+  for (int r = 0; r < R; ++r) {
+    alignas(32) int8_t bytes[32] = {};
+    if (full < K) std::memcpy(bytes, w + r * K + full, K - full);
+    tail[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(bytes));
+  }
+  for (int64_t m = 0; m < p.M; ++m) {
+    const uint8_t* xu = static_cast<const uint8_t*>(p.x) + m * p.Kp;
+    const float* xs = p.xs + m * (p.Kp / 32);
+    __m256 a[R];
+    for (int r = 0; r < R; ++r) a[r] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K; k += 32) {
+      __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xu + k));
+      __m256 scale = _mm256_set1_ps(xs[k / 32]);
+      for (int r = 0; r < R; ++r) {
+        if (m == 0) VLMZOO_PREFETCH(w + r * K + k);
+        __m256i wv = k < full ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + r * K + k)) : tail[r];
+        __m256i d = _mm256_sub_epi32(_mm256_dpbusd_avx_epi32(zero, xv, wv), _mm256_dpbusd_avx_epi32(zero, c128, wv));
+        a[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), scale, a[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) p.out[m * p.N + n + r] = hsum(a[r]) * p.scale[n + r];
+  }
+}
+VLMZOO_ROWS(block)
+}  // namespace avxvnni
+#pragma GCC pop_options
+
+// ---- AVX-512 ---------------------------------------------------------------------------------------
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,fma")
+namespace avx512 {
+inline __m512 load16(const float* p, __mmask16 k) { return _mm512_maskz_loadu_ps(k, p); }
+inline __m512 load16(const uint16_t* p, __mmask16 k) {
+  __m256i v = _mm256_maskz_loadu_epi16(k, p);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(v), 16));
+}
+inline __m512 load16(const int8_t* p, __mmask16 k) {
+  return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(k, p)));
+}
+template <typename W, int R>
+void block(const Problem& p, int64_t n) {
+  const W* w = static_cast<const W*>(p.w) + n * p.K;
+  const int64_t K = p.K;
+  for (int64_t m = 0; m < p.M; ++m) {
+    const float* x = static_cast<const float*>(p.x) + m * K;
+    __m512 a[R];
+    for (int r = 0; r < R; ++r) a[r] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k += 16) {
+      const __mmask16 mk = K - k >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (K - k)) - 1);
+      __m512 xv = _mm512_maskz_loadu_ps(mk, x + k);
+      for (int r = 0; r < R; ++r) {
+        if (m == 0) VLMZOO_PREFETCH(w + r * K + k);
+        a[r] = _mm512_fmadd_ps(load16(w + r * K + k, mk), xv, a[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      float s = _mm512_reduce_add_ps(a[r]);
+      p.out[m * p.N + n + r] = p.scale ? s * p.scale[n + r] : s;
+    }
+  }
+}
+template <typename W>
+void rows(const Problem& p, int64_t n0, int64_t n1) {
+  int64_t n = n0;
+  for (; n + 4 <= n1; n += 4) block<W, 4>(p, n);
+  for (; n < n1; ++n) block<W, 1>(p, n);
+}
+}  // namespace avx512
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")
+namespace avx512bf16 {
+template <int R>
+void block(const Problem& p, int64_t n) {
+  const uint16_t* w = static_cast<const uint16_t*>(p.w) + n * p.K;
+  const int64_t K = p.K;
+  for (int64_t m = 0; m < p.M; ++m) {
+    const uint16_t* x = static_cast<const uint16_t*>(p.x) + m * K;
+    __m512 a[R];
+    for (int r = 0; r < R; ++r) a[r] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k += 32) {
+      const __mmask32 mk = K - k >= 32 ? __mmask32(0xFFFFFFFFu) : __mmask32((1u << (K - k)) - 1);
+      __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(mk, x + k);
+      for (int r = 0; r < R; ++r) {
+        if (m == 0) VLMZOO_PREFETCH(w + r * K + k);
+        a[r] = _mm512_dpbf16_ps(a[r], (__m512bh)_mm512_maskz_loadu_epi16(mk, w + r * K + k), xv);
+      }
+    }
+    for (int r = 0; r < R; ++r) p.out[m * p.N + n + r] = _mm512_reduce_add_ps(a[r]);
+  }
+}
+VLMZOO_ROWS(block)
+}  // namespace avx512bf16
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma")
+namespace avx512vnni {
+// 64 inputs (two blocks) per vector; p.xs holds one scale per 4 inputs (per int32 lane).
+template <int R>
+void block(const Problem& p, int64_t n) {
+  const int8_t* w = static_cast<const int8_t*>(p.w) + n * p.K;
+  const int64_t K = p.K;
+  const __m512i c128 = _mm512_set1_epi8(char(0x80)), zero = _mm512_setzero_si512();
+  for (int64_t m = 0; m < p.M; ++m) {
+    const uint8_t* xu = static_cast<const uint8_t*>(p.x) + m * p.Kp;
+    const float* xl = p.xs + m * (p.Kp / 4);
+    __m512 a[R];
+    for (int r = 0; r < R; ++r) a[r] = _mm512_setzero_ps();
+    for (int64_t k = 0; k < K; k += 64) {
+      const __mmask64 mk = K - k >= 64 ? ~__mmask64(0) : ((__mmask64(1) << (K - k)) - 1);
+      __m512i xv = _mm512_loadu_si512(xu + k);
+      __m512 scale = _mm512_loadu_ps(xl + k / 4);
+      for (int r = 0; r < R; ++r) {
+        if (m == 0) VLMZOO_PREFETCH(w + r * K + k);
+        __m512i wv = _mm512_maskz_loadu_epi8(mk, w + r * K + k);
+        __m512i d = _mm512_sub_epi32(_mm512_dpbusd_epi32(zero, xv, wv), _mm512_dpbusd_epi32(zero, c128, wv));
+        a[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d), scale, a[r]);
+      }
+    }
+    for (int r = 0; r < R; ++r) p.out[m * p.N + n + r] = _mm512_reduce_add_ps(a[r]) * p.scale[n + r];
+  }
+}
+VLMZOO_ROWS(block)
+}  // namespace avx512vnni
+#pragma GCC pop_options
+
+bool has(const char* feature) {
+  __builtin_cpu_init();
+  if (!std::strcmp(feature, "avx2")) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (!std::strcmp(feature, "avx512"))
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+  if (!std::strcmp(feature, "avx512bf16")) return has("avx512") && __builtin_cpu_supports("avx512bf16");
+  if (!std::strcmp(feature, "avx512vnni")) return has("avx512") && __builtin_cpu_supports("avx512vnni");
+  if (!std::strcmp(feature, "avxvnni")) return has("avx2") && __builtin_cpu_supports("avxvnni");
+  return false;
+}
+
+void run(RowsFn fn, const Problem& p) {
+  at::parallel_for(0, p.N, kGrain, [&](int64_t n0, int64_t n1) { fn(p, n0, n1); });
+}
+
+void check(const torch::Tensor& x, const torch::Tensor& w) {
+  TORCH_CHECK(x.dim() == 2 && w.dim() == 2 && x.size(1) == w.size(1), "x [M, K] and weight [N, K] expected");
+  TORCH_CHECK(x.is_contiguous() && w.is_contiguous() && x.device().is_cpu() && w.device().is_cpu(),
+              "contiguous CPU tensors expected");
+}
+
+torch::Tensor new_out(const torch::Tensor& x, const torch::Tensor& w) {
+  return torch::empty({x.size(0), w.size(0)}, x.options().dtype(torch::kFloat32));
+}
+
+// Float32 activations, float32 / bfloat16 / int8 weights, optional float32 row scales.
+torch::Tensor generic(torch::Tensor x, torch::Tensor w, std::optional<torch::Tensor> scale, std::string isa) {
+  check(x, w);
+  TORCH_CHECK(x.scalar_type() == torch::kFloat32, "float32 activations expected");
+  TORCH_CHECK(isa == "avx2" || isa == "avx512", "isa must be avx2 or avx512");
+  TORCH_CHECK(has(isa.c_str()), "this CPU lacks ", isa);
+  auto out = new_out(x, w);
+  Problem p{x.data_ptr(), w.data_ptr(), scale ? scale->data_ptr<float>() : nullptr, nullptr,
+            out.data_ptr<float>(), x.size(0), w.size(0), x.size(1), x.size(1)};
+  bool wide = isa == "avx512";
+  switch (w.scalar_type()) {
+    case torch::kFloat32: run(wide ? avx512::rows<float> : avx2::rows<float>, p); break;
+    case torch::kBFloat16: run(wide ? avx512::rows<uint16_t> : avx2::rows<uint16_t>, p); break;
+    case torch::kInt8: run(wide ? avx512::rows<int8_t> : avx2::rows<int8_t>, p); break;
+    default: TORCH_CHECK(false, "weights must be float32, bfloat16 or int8");
+  }
+  return out;
+}
+
+torch::Tensor bf16(torch::Tensor x, torch::Tensor w) {
+  check(x, w);
+  TORCH_CHECK(x.scalar_type() == torch::kBFloat16 && w.scalar_type() == torch::kBFloat16, "bfloat16 expected");
+  TORCH_CHECK(has("avx512bf16"), "this CPU lacks avx512bf16");
+  auto out = new_out(x, w);
+  Problem p{x.data_ptr(), w.data_ptr(), nullptr, nullptr, out.data_ptr<float>(), x.size(0), w.size(0), x.size(1), x.size(1)};
+  run(avx512bf16::rows, p);
+  return out;
+}
+
+// int8 weights with float32 row scales; float32 activations quantized here, per block of 32.
+torch::Tensor int8_vnni(torch::Tensor x, torch::Tensor w, torch::Tensor scale, std::string isa) {
+  check(x, w);
+  TORCH_CHECK(x.scalar_type() == torch::kFloat32 && w.scalar_type() == torch::kInt8, "float32 x, int8 weight expected");
+  TORCH_CHECK(isa == "avx512vnni" || isa == "avxvnni", "isa must be avx512vnni or avxvnni");
+  TORCH_CHECK(has(isa.c_str()), "this CPU lacks ", isa);
+  const int64_t M = x.size(0), K = x.size(1), Kp = (K + 63) / 64 * 64, blocks = Kp / 32;
+  const bool wide = isa == "avx512vnni";
+  std::vector<uint8_t> xu(M * Kp, 128);
+  std::vector<float> xs(M * (wide ? Kp / 4 : blocks), 0.f);
+  const float* X = x.data_ptr<float>();
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t b = 0; b * 32 < K; ++b) {
+      const int64_t k0 = b * 32, k1 = std::min(K, k0 + 32);
+      float amax = 0.f;
+      for (int64_t k = k0; k < k1; ++k) amax = std::max(amax, std::fabs(X[m * K + k]));
+      const float d = amax / 127.f, inv = amax > 0.f ? 127.f / amax : 0.f;
+      for (int64_t k = k0; k < k1; ++k) xu[m * Kp + k] = uint8_t(int(std::nearbyint(X[m * K + k] * inv)) + 128);
+      if (wide) {
+        for (int64_t l = 0; l < 8; ++l) xs[m * (Kp / 4) + b * 8 + l] = d;
+      } else {
+        xs[m * blocks + b] = d;
+      }
+    }
+  }
+  auto out = new_out(x, w);
+  Problem p{xu.data(), w.data_ptr(), scale.data_ptr<float>(), xs.data(), out.data_ptr<float>(), M, w.size(0), K, Kp};
+  run(wide ? avx512vnni::rows : avxvnni::rows, p);
+  return out;
+}
+
+std::vector<std::string> paths() {
+  std::vector<std::string> found;
+  for (const char* name : {"avx2", "avx512", "avx512bf16", "avx512vnni", "avxvnni"})
+    if (has(name)) found.emplace_back(name);
+  return found;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("paths", &paths, "instruction-set paths this CPU runs");
+  m.def("generic", &generic, "float32 x times float32/bfloat16/int8 weight (AVX2 or AVX-512)");
+  m.def("bf16", &bf16, "bfloat16 x times bfloat16 weight (AVX-512 BF16)");
+  m.def("int8_vnni", &int8_vnni, "float32 x quantized per block of 32 times int8 weight (VNNI)");
+}
