@@ -1,5 +1,5 @@
 """The bundled shapes-demo model: loads offline by name, meets its quality bars on new scenes, and the
-one command that trains it still runs."""
+commands that train it still run."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from vlmzoo.data.shapes_tokenizer import build_tokenizer
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 CONFIG = REPO_ROOT / "configs" / "shapes-demo.toml"
+SEGMENT_CONFIG = REPO_ROOT / "configs" / "shapes-demo-segment.toml"
 BUNDLED = BUNDLED_DIR / "shapes-demo"
 
 spec = importlib.util.spec_from_file_location("evaluate_shapes_demo", REPO_ROOT / "scripts" / "evaluate_shapes_demo.py")
@@ -95,13 +96,18 @@ def test_meets_its_quality_bar_on_new_scenes(quality, offline, kind):
     assert not misses, quality[kind]
 
 
+@pytest.fixture(scope="module")
+def float_figures(vlm):
+    """The float model on the guide's evaluation set (200 scenes, seed 1000), shared by the quantized tests."""
+    return evaluate_shapes_demo.evaluate(vlm, seed=1000, num_images=200)
+
+
 @pytest.mark.parametrize("scheme", ["int8", "int4"])
-def test_quantized_model_finds_what_the_float_model_finds(vlm, offline, scheme):
+def test_quantized_model_finds_what_the_float_model_finds(float_figures, offline, scheme):
     """Weight-only quantization keeps detection precision and recall within 0.02 of the float model's on the
     guide's evaluation set (200 scenes, seed 1000; on 100 scenes one object is already 0.015 of a recall),
     and caption accuracy within 0.03 (a caption is right or wrong as a whole: 0.03 is 6 of 200 captions;
     int4 differs by 4 there and by none on seed 2000)."""
-    float_figures = evaluate_shapes_demo.evaluate(vlm, seed=1000, num_images=200)
     quantized = evaluate_shapes_demo.evaluate(vlmzoo.load("shapes-demo", quantize=scheme), seed=1000, num_images=200)
     tolerance = {"precision": 0.02, "recall": 0.02, "accuracy": 0.03}
     for kind, figures in float_figures.items():
@@ -124,3 +130,22 @@ def test_the_training_command_still_runs(tmp_path, offline):
     trained = vlmzoo.load(out)
     scene = next(shapes.make_records(5, 1, size=64))[0]
     assert isinstance(trained.generate(scene.image, "caption en", max_new_tokens=8), str)
+
+
+def test_the_segmentation_stage_still_runs(tmp_path, offline):
+    """The second stage's command (warm start from the first stage, masks encoded into <seg> targets by the
+    model's own VQ-VAE), cut to a few steps: it trains and writes a model whose processor still names its
+    VQ-VAE."""
+    out = tmp_path / "run"
+    code = main(["--quiet", "train", "--config", str(SEGMENT_CONFIG), "--output-dir", str(out), "--max-steps", "4",
+                 "--train-data", '{"generator": "shapes", "seed": 5, "images": 4, "size": 112}',
+                 "--eval-data", '{"generator": "shapes", "seed": 6, "images": 2, "size": 112}', "--eval-every", "4",
+                 "--no-eval-detection", "--save-every", "4", "--batch-size", "4", "--log-every", "1",
+                 "--num-workers", "0"])  # fmt: skip
+    assert code == 0
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert sum("loss" in m for m in lines) == 4 and "eval_loss" in lines[-2]
+    trained = vlmzoo.load(out)
+    assert trained.processor.mask_vae == out / "mask_vae.safetensors"
+    scene = shapes.generate_scene(random.Random(6), size=112)
+    assert trained.segment(scene.image, scene.shapes[0].kind).image_size == (112, 112)
