@@ -112,7 +112,7 @@ def build(
     Returns:
         A `PaliGemma` model (or the family's model, e.g. `vlmzoo.siglip.SiglipModel`) in eval mode.
     """
-    from vlmzoo.model.paligemma import PaliGemma
+    from vlmzoo.paligemma.model import PaliGemma
 
     registries = _registries(registries)
     family = None if isinstance(model, (str, PaliGemmaConfig)) else family_of_config(model, registries)

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from vlmzoo.checkpoints.config_json import config_from_json
-from vlmzoo.checkpoints.hf_config import ConfigConversionError
 from vlmzoo.checkpoints.hub import CheckpointNotFoundError, resolve
-from vlmzoo.checkpoints.keys import to_vlmzoo_key
 from vlmzoo.checkpoints.safetensors_io import DTYPES, SafetensorsError, iter_row_blocks, iter_tensors, read_header
 from vlmzoo.dtypes import resolve_dtype
 from vlmzoo.errors import InvalidFileError, VlmzooError
+from vlmzoo.paligemma.checkpoint_keys import to_vlmzoo_key
+from vlmzoo.paligemma.config_json import config_from_json
+from vlmzoo.paligemma.hf_config import ConfigConversionError
 from vlmzoo.progress import progress_bar
 
 if TYPE_CHECKING:

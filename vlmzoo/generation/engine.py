@@ -19,7 +19,7 @@ from vlmzoo.generation.checks import check_finite, check_max_new_tokens, hf_samp
 from vlmzoo.generation.samplers import Sampler, make_sampler
 
 if TYPE_CHECKING:
-    from vlmzoo.model.paligemma import PaliGemma
+    from vlmzoo.paligemma.model import PaliGemma
 
 
 @dataclass

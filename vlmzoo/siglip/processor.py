@@ -22,8 +22,8 @@ from tokenizers import Tokenizer
 from vlmzoo.checkpoints.atomic import staged_directory
 from vlmzoo.checkpoints.hub import resolve
 from vlmzoo.errors import InvalidFileError
+from vlmzoo.paligemma.processor import load_tokenizer, read_image_settings, token_content
 from vlmzoo.processing import BatchEncoding, preprocess_images
-from vlmzoo.processing.processor import load_tokenizer, read_image_settings, token_content
 from vlmzoo.values import is_integer
 
 __all__ = ["DEFAULT_TEMPLATE", "SiglipProcessor", "load_siglip_processor"]

@@ -29,9 +29,8 @@ from tokenizers import AddedToken, Tokenizer
 from vlmzoo.checkpoints.atomic import staged_directory
 from vlmzoo.checkpoints.hub import resolve
 from vlmzoo.errors import InvalidFileError, VlmzooError
+from vlmzoo.processing.images import ImageInput, preprocess_images
 from vlmzoo.values import is_finite_number, is_integer
-
-from .images import ImageInput, preprocess_images
 
 __all__ = ["BatchEncoding", "PaliGemmaProcessor", "load_processor", "EXTRA_TOKENS", "IGNORE_INDEX"]
 
