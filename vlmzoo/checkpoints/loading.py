@@ -15,7 +15,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from vlmzoo.checkpoints.hub import CheckpointNotFoundError, resolve
-from vlmzoo.checkpoints.safetensors_io import DTYPES, SafetensorsError, iter_row_blocks, iter_tensors, read_header
+from vlmzoo.checkpoints.safetensors_io import (
+    DTYPES,
+    INDEX_FILE,
+    SINGLE_FILE,
+    SafetensorsError,
+    iter_row_blocks,
+    iter_tensors,
+    read_header,
+)
 from vlmzoo.dtypes import resolve_dtype
 from vlmzoo.errors import InvalidFileError, VlmzooError
 from vlmzoo.paligemma.checkpoint_keys import to_vlmzoo_key
@@ -26,8 +34,6 @@ from vlmzoo.progress import progress_bar
 if TYPE_CHECKING:
     from vlmzoo.registry import Registries
 
-INDEX_FILE = "model.safetensors.index.json"
-SINGLE_FILE = "model.safetensors"
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
 TIED_HEAD = "language_model.lm_head.weight"
 

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import save_file
 
 from vlmzoo.checkpoints.atomic import staged_directory
-from vlmzoo.checkpoints.loading import INDEX_FILE, SINGLE_FILE
+from vlmzoo.checkpoints.safetensors_io import INDEX_FILE, SINGLE_FILE
 from vlmzoo.paligemma.checkpoint_keys import to_hub_key
 from vlmzoo.paligemma.config_json import config_to_json
 
