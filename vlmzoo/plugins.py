@@ -175,6 +175,12 @@ def get_registries() -> Registries:
     return _ensure()[0]
 
 
+def resolve_registries(registries: Registries | None = None) -> Registries:
+    """``registries`` when given, else those of the installed plugins: what every builder and loader reads
+    when the caller passes none."""
+    return get_registries() if registries is None else registries
+
+
 def load(strict: bool | None = None) -> Registries:
     """Rebuild the registries now; ``strict=True`` raises `PluginError` on the first broken plugin."""
     reset()

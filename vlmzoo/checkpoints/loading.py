@@ -235,14 +235,14 @@ def from_pretrained(
     """
     from vlmzoo.checkpoints.hf_arguments import attention_key, check_extra_options, load_device, load_dtype
     from vlmzoo.model.quantize import check_device, get_scheme, prepare_for_loading
-    from vlmzoo.plugins import get_registries
+    from vlmzoo.plugins import resolve_registries
     from vlmzoo.zoo import build
 
     check_extra_options(hf_options)
     dtype = load_dtype(dtype, torch_dtype)
     requested_dtype = resolve_dtype(dtype)
     target_device = load_device(device, device_map)  # before any work: a missing GPU fails here, at once
-    registries = get_registries() if registries is None else registries
+    registries = resolve_registries(registries)
     attention = attention_key(attn_implementation, registries)
     directory = resolve(
         path_or_repo_id, revision=revision, token=token, local_files_only=local_files_only, cache_dir=cache_dir
