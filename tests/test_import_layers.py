@@ -1,9 +1,9 @@
 """Imports flow one way, and no module imports itself back through others.
 
 The graph is read from the source by grimp (the engine behind import-linter), so imports inside functions
-count as much as those at the top of a module; only ``if TYPE_CHECKING:`` imports, which never run, are
-left out. Plugins listed in `vlmzoo.plugins.BUILTIN_PLUGINS` are loaded by name, as third-party plugins
-are, so they sit in the top layers and may use anything below.
+and under ``if TYPE_CHECKING:`` count as much as those at the top of a module. The plugins listed in
+`vlmzoo.plugins.BUILTIN_PLUGINS` are loaded by name, as third-party plugins are, so they sit in the top
+layers and may use anything below.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ PACKAGE_ONLY = {
 
 @functools.cache
 def graph() -> grimp.ImportGraph:
-    return grimp.build_graph("vlmzoo", exclude_type_checking_imports=True)
+    return grimp.build_graph("vlmzoo")
 
 
 def layer_of(module: str) -> int | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,9 +18,6 @@ from vlmzoo.paligemma.model import PaliGemma
 from vlmzoo.plugins import resolve_registries
 from vlmzoo.registry import Registries, UnknownKeyError, close_matches
 from vlmzoo.variants import Variant, aliases_of, variants_of
-
-if TYPE_CHECKING:
-    pass
 
 
 class UnknownModelError(UnknownKeyError):
