@@ -156,7 +156,7 @@ def test_extension_dequantizes_the_requested_rows(dtype):
 @pytest.mark.parametrize("fmt", ["int8", "int4"])
 def test_tiled_kernels_compute_the_dequantized_product(monkeypatch, fmt):
     # A tiny tile budget makes several tiles, the last one short; the bias is sliced with them.
-    monkeypatch.setattr(cpu_kernels, "DEQUANTIZE_BYTES", 8 * 192 * 4)
+    monkeypatch.setattr(cpu_kernels, "TILE_BYTES", 8 * 192 * 4)
     x, w = _data(40, 36, 192, 7)
     bias = torch.randn(36)
     quantize, dequantize = (quantize_int8, None) if fmt == "int8" else (quantize_int4, dequantize_int4)

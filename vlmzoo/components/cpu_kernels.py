@@ -19,7 +19,7 @@ which ones this CPU runs, and each format takes the best of them:
   quantization, then VNNI (AVX-512 or AVX-VNNI), else AVX2's ``VPMADDUBSW``.
 
 Prefill-sized products (more than `MAX_ROWS` rows) are compute-bound: `tiled_int8` and `tiled_int4`
-dequantize a few megabytes of rows at a time with the extension into one buffer and hand each tile to
+dequantize tens of megabytes of rows at a time with the extension into one buffer and hand each tile to
 PyTorch's GEMM (oneDNN, AMX where the CPU has it).
 
 Where the extension cannot be built (no compiler, no AVX2) or ``VLMZOO_CPU_KERNELS=0`` is set, the
@@ -35,6 +35,7 @@ import functools
 import hashlib
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from vlmzoo.components.linear import ROW_BUCKETS, LinearKernel, torch_linear
-from vlmzoo.components.quantized import DEQUANTIZE_BYTES, int4_dequantized, int8_dequantized, int8_weight_only
+from vlmzoo.components.quantized import int4_dequantized, int8_dequantized, int8_weight_only
 
 logger = logging.getLogger(__name__)
 
@@ -166,21 +167,41 @@ def small_m_int4(x, packed, bias=None, scales=None):
     return _run(x, packed, bias, scales, "int4", int4_dequantized)
 
 
+#: Bytes of floating-point weight `tiled_int8` / `tiled_int4` make at a time: most decoder weights fit in
+#: one or two tiles, so PyTorch's GEMM sees large products and few outputs need copying.
+TILE_BYTES = 32 * 2**20
+_buffers = threading.local()
+
+
+def _tile_buffer(numel: int, dtype: torch.dtype) -> torch.Tensor:
+    """One buffer per thread and dtype, grown as needed and reused (a fresh tens-of-megabytes buffer costs
+    a page fault per 4 KiB, which would take longer than the dequantizing)."""
+    key = f"buffer_{dtype}"
+    buffer = getattr(_buffers, key, None)
+    if buffer is None or buffer.numel() < numel:
+        buffer = torch.empty(numel, dtype=dtype)
+        setattr(_buffers, key, buffer)
+    return buffer[:numel]
+
+
 def _tiled(x, weight, bias, scales, fallback):
-    """Dequantize `DEQUANTIZE_BYTES` of rows at a time with the extension into one reused buffer, and run
+    """Dequantize `TILE_BYTES` of rows at a time with the extension into one reused buffer, and run
     PyTorch's product on each tile: the large-row (prefill) case, where the arithmetic dominates."""
     module = load_extension()
     if module is None or x.dtype not in (torch.float32, torch.bfloat16):
         return fallback(x, weight, bias, scales)
     in_features = x.shape[-1]
     out_features = weight.shape[0]
-    step = max(4, DEQUANTIZE_BYTES // (in_features * x.element_size()) // 4 * 4)
-    buffer = torch.empty(min(step, out_features), in_features, dtype=x.dtype)
+    step = min(out_features, max(4, TILE_BYTES // (in_features * x.element_size()) // 4 * 4))
+    buffer = _tile_buffer(step * in_features, x.dtype).view(step, in_features)
     if weight.dtype == torch.int8:
         dequantize, scales = module.dequantize_int8, scales.float().contiguous()
     else:
         dequantize, scales = module.dequantize_int4, scales.to(torch.bfloat16).contiguous()
     flat = x.reshape(-1, in_features)
+    if step == out_features:
+        dequantize(weight, scales, 0, out_features, buffer)
+        return F.linear(x, buffer, bias)
     out = torch.empty(flat.shape[0], out_features, dtype=x.dtype)
     for n0 in range(0, out_features, step):
         n1 = min(out_features, n0 + step)

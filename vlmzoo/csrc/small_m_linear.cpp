@@ -188,26 +188,36 @@ VLMZOO_INT4_TILES_256(dot)
 
 // Rows [n0, n1) of an int8 weight times their scales, or of an int4 weight (n0, n1 multiples of 4), into
 // `out` [n1 - n0, K] as float32 or bfloat16: the weight a prefill-sized product then hands to a GEMM.
-template <typename O>
-inline O store(float v);
-template <>
-inline float store<float>(float v) { return v; }
-template <>
-inline uint16_t store<uint16_t>(float v) { return float_to_bf16(v); }
+inline void store8(float* dst, __m256 v) { _mm256_storeu_ps(dst, v); }
+inline void store8(uint16_t* dst, __m256 v) {  // round to nearest even, as float_to_bf16
+  __m256i b = _mm256_castps_si256(v);
+  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
+  b = _mm256_srli_epi32(_mm256_add_epi32(b, _mm256_add_epi32(_mm256_set1_epi32(0x7FFF), odd)), 16);
+  const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), packed);
+}
+inline void store1(float* dst, float v) { *dst = v; }
+inline void store1(uint16_t* dst, float v) { *dst = float_to_bf16(v); }
 
 template <typename O>
 void dequantize_int8_rows(const int8_t* w, const float* scale, int64_t K, int64_t n0, int64_t n1, O* out) {
   for (int64_t n = n0; n < n1; ++n) {
-    const float s = scale[n];
+    const __m256 s = _mm256_set1_ps(scale[n]);
     const int8_t* src = w + n * K;
     O* dst = out + n * K;
-    for (int64_t k = 0; k < K; ++k) dst[k] = store<O>(float(src[k]) * s);
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+      const __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + k)));
+      store8(dst + k, _mm256_mul_ps(_mm256_cvtepi32_ps(v), s));
+    }
+    for (; k < K; ++k) store1(dst + k, float(src[k]) * scale[n]);
   }
 }
 
 template <typename O>
 void dequantize_int4_tiles(const uint8_t* w, const uint16_t* sc, int64_t K, int64_t G, int64_t t0, int64_t t1, O* out) {
   const int64_t groups = K / G;
+  const __m256i low4 = _mm256_set1_epi32(15), eight = _mm256_set1_epi32(8);
   for (int64_t t = t0; t < t1; ++t) {
     for (int r = 0; r < 4; ++r) {
       const int64_t n = 4 * t + r;
@@ -215,10 +225,13 @@ void dequantize_int4_tiles(const uint8_t* w, const uint16_t* sc, int64_t K, int6
       for (int64_t c = 0; c < K / 64; ++c) {
         const uint8_t* src = w + t * 2 * K + c * 128 + r * 32;
         const uint16_t* s = sc + (n * groups + c * 64 / G) * 2;
-        const float scale = bf16_to_float(s[0]), zero = bf16_to_float(s[1]);
-        for (int j = 0; j < 32; ++j) {
-          dst[c * 64 + j] = store<O>(float((src[j] & 15) - 8) * scale + zero);
-          dst[c * 64 + 32 + j] = store<O>(float((src[j] >> 4) - 8) * scale + zero);
+        const __m256 scale = _mm256_set1_ps(bf16_to_float(s[0])), zero = _mm256_set1_ps(bf16_to_float(s[1]));
+        for (int j = 0; j < 32; j += 8) {
+          const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + j)));
+          const __m256i lo = _mm256_sub_epi32(_mm256_and_si256(v, low4), eight);
+          const __m256i hi = _mm256_sub_epi32(_mm256_srli_epi32(v, 4), eight);
+          store8(dst + c * 64 + j, _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), scale, zero));
+          store8(dst + c * 64 + 32 + j, _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), scale, zero));
         }
       }
     }
