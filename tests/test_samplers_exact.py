@@ -73,9 +73,9 @@ def test_min_p_keeps_tokens_at_least_min_p_of_the_top():
 
 def test_repetition_penalty_touches_only_seen_tokens_and_only_once():
     logits = torch.tensor([[3.0, -2.0, 1.0, -1.0, 0.5]])
-    history = torch.tensor([[0, 1, 1, 0]])  # repeats in the history still penalise once
+    history = torch.tensor([[0, 1, 1, 0, 4]])  # repeats in the history still penalise once
     warped = RepetitionPenalty(2.0).warp(logits, history)
-    assert warped.tolist() == [[1.5, -4.0, 1.0, -1.0, 0.5]]
+    assert warped.tolist() == [[1.5, -4.0, 1.0, -1.0, 0.25]]  # a small positive logit is divided too
     assert RepetitionPenalty(1.0).warp(logits, history).tolist() == logits.tolist()
 
 
@@ -181,3 +181,15 @@ def test_out_of_range_options_are_refused(make, message):
 def test_boundary_options_are_accepted():
     assert Temperature(0).temperature == 0 and TopK(1).top_k == 1 and TopP(1.0).top_p == 1.0
     assert MinP(0.0).min_p == 0.0 and MinP(1.0).min_p == 1.0
+    assert RepetitionPenalty(1.0).repetition_penalty == 1.0  # no penalty
+    boost = RepetitionPenalty(0.5).warp(torch.tensor([[2.0, -2.0]]), torch.tensor([[0, 1]]))  # below 1: a bonus
+    assert boost.tolist() == [[4.0, -1.0]]
+
+
+def test_samplers_asked_for_by_name_alone_use_their_documented_defaults():
+    assert make_sampler("temperature").temperature == 1.0
+    assert make_sampler("top_k").top_k == 50
+    assert make_sampler("top_p").top_p == 0.9
+    assert make_sampler("min_p").min_p == 0.05
+    assert make_sampler("repetition_penalty").repetition_penalty == 1.1
+    assert make_sampler("temperature").stochastic and not make_sampler("repetition_penalty").stochastic

@@ -127,3 +127,69 @@ def test_bad_sampler_settings_are_refused():
     with pytest.raises(ValueError, match="multiple of processes x grad_accumulation"):
         StepBatches(4, 3, grad_accumulation=2, max_steps=1)
     assert StepBatches(4, 4, grad_accumulation=2, world_size=2, max_steps=1).micro_batch_size == 1
+
+
+# --- checkpoints: what a resume restores ---------------------------------------------------------------
+
+
+def test_a_checkpoint_restores_the_optimizer_schedule_and_every_random_generator(tmp_path):
+    import random
+
+    import numpy as np
+
+    from vlmzoo.training import checkpointing
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, betas=(0.8, 0.95))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 / (step + 1))
+    for _ in range(2):
+        model(torch.ones(1, 3)).sum().backward()
+        optimizer.step()
+        scheduler.step()
+    torch.manual_seed(11), random.seed(12), np.random.seed(13)
+    saved = checkpointing.save_checkpoint(
+        tmp_path, 7, save_model=lambda d: None, adapters={"a.lora_a": torch.ones(2)},
+        optimizer_state=optimizer.state_dict(), scheduler=scheduler, run={"batch_size": 2}, keep=None,
+    )  # fmt: skip
+    expected = (torch.rand(3).tolist(), random.random(), np.random.rand())
+    assert saved == tmp_path / "checkpoints" / "step-00000007"
+
+    torch.manual_seed(0), random.seed(0), np.random.seed(0)
+    state = checkpointing.read_state(saved)
+    assert state["step"] == 7 and state["run"] == {"batch_size": 2}
+    checkpointing.restore_rng(saved, state)
+    assert (torch.rand(3).tolist(), random.random(), np.random.rand()) == expected
+
+    restored = checkpointing.load_optimizer_state(saved)
+    original = optimizer.state_dict()
+    assert restored["param_groups"] == original["param_groups"]  # betas come back as a tuple
+    for index, values in original["state"].items():
+        for key, value in values.items():
+            got = restored["state"][str(index)][key]
+            assert torch.equal(torch.as_tensor(got), torch.as_tensor(value)), (index, key)
+    fresh = torch.optim.AdamW(torch.nn.Linear(3, 2).parameters(), lr=0.1)
+    fresh.load_state_dict({**restored, "state": {int(k): v for k, v in restored["state"].items()}})
+
+
+def test_latest_is_the_highest_complete_step_and_old_ones_are_pruned(tmp_path):
+    from vlmzoo.training import checkpointing
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    assert checkpointing.find_checkpoint("latest", tmp_path) is None
+    for step in (9, 10, 100):
+        checkpointing.save_checkpoint(
+            tmp_path, step, save_model=lambda d: None, adapters={}, optimizer_state=optimizer.state_dict(),
+            scheduler=scheduler, run={}, keep=2,
+        )  # fmt: skip
+    names = [p.name for p in checkpointing.list_checkpoints(tmp_path)]
+    assert names == ["step-00000010", "step-00000100"]  # numeric order, the oldest pruned
+    assert checkpointing.find_checkpoint("latest", tmp_path).name == "step-00000100"
+    incomplete = tmp_path / "checkpoints" / "step-00000200"
+    incomplete.mkdir()  # no trainer_state.json: not a checkpoint
+    assert checkpointing.find_checkpoint("latest", tmp_path).name == "step-00000100"
+    named = tmp_path / "checkpoints" / "step-00000010"
+    assert checkpointing.find_checkpoint(str(named), tmp_path) == named
+    with pytest.raises(checkpointing.CheckpointError, match="is not a training checkpoint"):
+        checkpointing.find_checkpoint(str(incomplete), tmp_path)
