@@ -353,7 +353,7 @@ BIG_MODEL = "paligemma2-10b-224"
 def write_random_checkpoint(directory: Path, name: str = BIG_MODEL, chunk: int = 2**24) -> None:
     """A safetensors checkpoint with random bfloat16 weights, written tensor by tensor (never all in memory)."""
     from vlmzoo.checkpoints import config_to_hf
-    from vlmzoo.checkpoints.keys import to_hub_key
+    from vlmzoo.paligemma.checkpoint_keys import to_hub_key
 
     model = vlmzoo.build(name, device="meta")
     shapes = {to_hub_key(k): tuple(v.shape) for k, v in model.state_dict().items()}

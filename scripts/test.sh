@@ -8,6 +8,13 @@ bash scripts/setup.sh --dev
 py=.venv/bin/python
 
 $py -m ruff check vlmzoo tests benchmarks plugins scripts
+# Imports flow one way (pyproject.toml's [tool.importlinter]; tests/test_import_layers.py checks the rest).
+imports_log="$(mktemp)"
+if ! .venv/bin/lint-imports --no-cache >"$imports_log" 2>&1; then
+    cat "$imports_log" >&2
+    echo "lint-imports failed: a lower layer imports a higher one (see above)" >&2
+    exit 1
+fi
 # Not --quiet: it also silences the warnings that --strict turns into a failure.
 docs_log="$(mktemp)"
 if ! NO_MKDOCS_2_WARNING=1 $py -m mkdocs build --strict --site-dir "$(mktemp -d)" >"$docs_log" 2>&1; then

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from vlmzoo.data import shapes
+from vlmzoo.tasks.mask_decoding import place_mask
 from vlmzoo.tasks.mask_encoding import crop_masks
-from vlmzoo.tasks.segmentation import place_mask
 from vlmzoo.tasks.segmentation_metrics import mask_iou
 from vlmzoo.training.mask_vae import save_mask_vae, train_mask_vae
 

@@ -195,7 +195,7 @@ def fuzz_safetensors(content: bytes) -> None:
 
 def _saved_configs() -> list[dict]:
     """config.json as vlmzoo writes it: Hugging Face fields plus its own section, or its own format only."""
-    from vlmzoo.checkpoints.config_json import config_to_json
+    from vlmzoo.paligemma.config_json import config_to_json
 
     tiny = vlmzoo.get_config("paligemma2-tiny")
     hf = config_to_json(tiny)
@@ -210,7 +210,7 @@ _configs = st.one_of(json_values, *(_mutated(config, _flat_keys(config)) for con
 
 @fuzz_target("config reader", _configs)
 def fuzz_config(data: Any) -> None:
-    from vlmzoo.checkpoints.config_json import config_from_json
+    from vlmzoo.paligemma.config_json import config_from_json
 
     if not isinstance(data, dict):  # the file reader refuses non-objects before conversion
         from vlmzoo.checkpoints.hf_fields import check_hf_config

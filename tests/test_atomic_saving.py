@@ -120,7 +120,7 @@ def test_failed_processor_save_keeps_old_files(tmp_path, monkeypatch):
     def broken_dump(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("vlmzoo.processing.processor.json.dump", broken_dump)
+    monkeypatch.setattr("vlmzoo.paligemma.processor.json.dump", broken_dump)
     with pytest.raises(OSError):
         processor.save_pretrained(tmp_path / "proc")
     assert {p.name: p.read_bytes() for p in (tmp_path / "proc").iterdir()} == before

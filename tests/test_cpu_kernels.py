@@ -9,7 +9,15 @@ import torch
 import torch.nn.functional as F
 
 from vlmzoo.components import cpu_kernels
-from vlmzoo.components.quantized import int8_weight_only, quantize_int8
+from vlmzoo.components.linear import forget_kernel_choices, kernel_choices, linear
+from vlmzoo.components.quantized import (
+    dequantize_int4,
+    int4_dequantized,
+    int8_dequantized,
+    int8_weight_only,
+    quantize_int4,
+    quantize_int8,
+)
 
 #: Shapes (rows, out, in): odd sizes, inputs not a multiple of the 32/64-wide blocks, 1..8 rows and 32.
 SHAPES = [
@@ -22,6 +30,18 @@ SHAPES = [
     (6, 64, 200),
     (7, 33, 97),
     (8, 45, 300),
+]
+#: int4 shapes: rows of four-row tiles (out a multiple of 4, not of 8 or 16), inputs in 64s, groups of
+#: 128 and (where in is not a multiple of 128) of 64.
+INT4_SHAPES = [
+    (1, 36, 64),
+    (2, 4, 192),
+    (3, 100, 320),
+    (4, 12, 128),
+    (5, 20, 448),
+    (6, 44, 256),
+    (7, 28, 576),
+    (8, 52, 64),
 ]
 
 
@@ -85,6 +105,72 @@ def test_int8_paths_match_float64():
             assert (got - exact).abs().max() <= 2e-2 * exact.abs().max(), path
 
 
+def test_int4_paths_match_float64():
+    for path in _paths("int4"):
+        for seed, (rows, n, k) in enumerate(INT4_SHAPES):
+            x, w = _data(rows, n, k, seed)
+            packed, scales = quantize_int4(w)
+            weight64 = dequantize_int4(packed, scales, torch.float64)
+            got = cpu_kernels.small_m_matmul(x, packed, scales, path).double()
+            assert got.shape == (rows, n)
+            message = f"{path} {rows, n, k}"
+            torch.testing.assert_close(got, F.linear(_block_quantized(x), weight64), rtol=1e-5, atol=1e-5, msg=message)
+            exact = F.linear(x.double(), weight64)
+            assert (got - exact).abs().max() <= 2e-2 * exact.abs().max(), message
+
+
+def test_int4_paths_cover_every_instruction_set():
+    # This machine (AVX-512 VNNI and AVX-VNNI) runs all three; elsewhere the ones it has.
+    assert _paths("int4")[-1] == "avx2"
+
+
+def test_int4_tiles_hold_the_quantized_rows():
+    w = torch.randn(8, 128, generator=torch.Generator().manual_seed(5))
+    packed, scales = quantize_int4(w)
+    assert packed.dtype == torch.uint8 and packed.shape == (8, 64) and scales.shape == (8, 1, 2)
+    # tile 0, first chunk: row 1's 32 bytes follow row 0's; byte 3 holds inputs 3 (low) and 35 (high)
+    low, high = w.amin(dim=1, keepdim=True), w.amax(dim=1, keepdim=True)
+    q = ((w - low) / ((high - low) / 15)).round()
+    assert packed[0, 32 + 3].item() == int(q[1, 3]) | int(q[1, 35]) << 4
+    torch.testing.assert_close(
+        dequantize_int4(packed[4:], scales[4:], torch.float32), dequantize_int4(packed, scales, torch.float32)[4:]
+    )
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_extension_dequantizes_the_requested_rows(dtype):
+    module = cpu_kernels.load_extension()
+    tolerance = {"rtol": 1e-6, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 2**-8, "atol": 1e-6}
+    w = torch.randn(36, 192, generator=torch.Generator().manual_seed(6))
+    packed, scales = quantize_int4(w)
+    out = torch.full((12, 192), float("nan"), dtype=dtype)
+    module.dequantize_int4(packed, scales, 20, 32, out)
+    torch.testing.assert_close(out.double(), dequantize_int4(packed, scales, torch.float64)[20:32], **tolerance)
+    qweight, row_scales = quantize_int8(w)
+    out = torch.full((5, 192), float("nan"), dtype=dtype)
+    module.dequantize_int8(qweight, row_scales.float(), 30, 35, out)
+    expected = qweight[30:35].double() * row_scales[30:35].double()[:, None]
+    torch.testing.assert_close(out.double(), expected, **tolerance)
+
+
+@pytest.mark.parametrize("fmt", ["int8", "int4"])
+def test_tiled_kernels_compute_the_dequantized_product(monkeypatch, fmt):
+    # A tiny tile budget makes several tiles, the last one short; the bias is sliced with them.
+    monkeypatch.setattr(cpu_kernels, "TILE_BYTES", 8 * 192 * 4)
+    x, w = _data(40, 36, 192, 7)
+    bias = torch.randn(36)
+    quantize, dequantize = (quantize_int8, None) if fmt == "int8" else (quantize_int4, dequantize_int4)
+    qweight, scales = quantize(w)
+    weight = qweight.float() * scales.float()[:, None] if fmt == "int8" else dequantize(qweight, scales, torch.float32)
+    tiled = cpu_kernels.tiled_int8 if fmt == "int8" else cpu_kernels.tiled_int4
+    got = tiled(x[None], qweight, bias, scales)
+    assert got.shape == (1, 40, 36) and got.dtype == torch.float32
+    torch.testing.assert_close(got[0], F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
+    got = tiled(x.bfloat16(), qweight, bias.bfloat16(), scales)
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), F.linear(x, weight, bias), rtol=2e-2, atol=5e-2)
+
+
 def test_kernels_follow_the_linear_contract():
     x, w = _data(3, 40, 70, 0)
     bias = torch.randn(40)
@@ -109,7 +195,37 @@ def test_switched_off_falls_back_with_one_log_line(fresh_extension, caplog):
         assert torch.equal(cpu_kernels.small_m_float(x, w), F.linear(x, w))
         got = cpu_kernels.small_m_int8(x, qweight, None, scales)
         assert torch.equal(got, int8_weight_only(x, qweight, None, scales))
+        packed, packed_scales = quantize_int4(w[:, :64])
+        got = cpu_kernels.small_m_int4(x[:, :64], packed, None, packed_scales)
+        assert torch.equal(got, int4_dequantized(x[:, :64], packed, None, packed_scales))
+        assert torch.equal(cpu_kernels.tiled_int8(x, qweight, None, scales), int8_dequantized(x, qweight, None, scales))
     assert len([r for r in caplog.records if "switched off" in r.getMessage()]) == 1
+
+
+def test_switched_off_kernels_are_never_chosen(fresh_extension):
+    fresh_extension.setenv("VLMZOO_CPU_KERNELS", "0")
+    fresh_extension.setenv("VLMZOO_LINEAR_CALIBRATION", "0")  # by priority, where the kernels rank first
+    forget_kernel_choices()
+    try:
+        x, w = _data(1, 48, 64, 4)
+        linear(x, w)
+        qweight, scales = quantize_int8(w)
+        linear(x, qweight, None, scales, format="int8")
+        packed, packed_scales = quantize_int4(w)
+        linear(x, packed, None, packed_scales, format="int4")
+        linear(x.expand(40, 64), packed, None, packed_scales, format="int4")
+        chosen = kernel_choices()
+        assert len(chosen) == 4 and not any(name.startswith(("small_m", "tiled")) for name in chosen.values()), chosen
+    finally:
+        forget_kernel_choices()
+
+
+def test_int8pack_kernel_is_never_given_shapes_it_crashes_on():
+    # PyTorch's _weight_int8pack_mm ends the process on a 40x70 weight (inputs not a multiple of 16).
+    x, w = _data(3, 40, 70, 8)
+    qweight, scales = quantize_int8(w)
+    got = int8_weight_only(x, qweight, None, scales)
+    torch.testing.assert_close(got, int8_dequantized(x, qweight, None, scales), rtol=0, atol=0)
 
 
 def test_avx2_setting_keeps_to_avx2_paths(fresh_extension):

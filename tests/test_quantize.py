@@ -57,8 +57,8 @@ def test_int8_kernels_compute_the_dequantized_product(monkeypatch, dtype, rows):
 def test_int4_error_is_at_most_half_a_step_per_group():
     weight = torch.randn(32, 256)
     packed, scales_and_zeros = quantize_int4(weight)
-    assert packed.shape == (32, 128) and scales_and_zeros.shape == (2, 32, 2)  # groups of 128
-    step = scales_and_zeros[..., 0].float().T.repeat_interleave(128, dim=1)  # [out, in]
+    assert packed.shape == (32, 128) and scales_and_zeros.shape == (32, 2, 2)  # groups of 128
+    step = scales_and_zeros[..., 0].float().repeat_interleave(128, dim=1)  # [out, in]
     error = (dequantize_int4(packed, scales_and_zeros, torch.float32) - weight).abs()
     # half a step, plus the bfloat16 rounding of the stored scale and zero point
     assert bool((error <= step / 2 + 0.02 * weight.abs().amax()).all())

@@ -13,7 +13,7 @@ import importlib
 import os
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -21,7 +21,6 @@ from typing import Any
 import pluggy
 
 from vlmzoo import hookspecs
-from vlmzoo.components.linear import forget_kernel_choices
 from vlmzoo.errors import VlmzooError
 from vlmzoo.registry import OwnedRegistries, Registries
 from vlmzoo.variants import check_variants
@@ -69,6 +68,7 @@ _lock = threading.RLock()
 _extra: dict[str, _Source] = {}
 _state: tuple[Registries, list[PluginInfo]] | None = None
 _building = threading.local()
+_on_reset: list[Callable[[], None]] = []
 
 
 def _strict_from_env() -> bool:
@@ -175,6 +175,12 @@ def get_registries() -> Registries:
     return _ensure()[0]
 
 
+def resolve_registries(registries: Registries | None = None) -> Registries:
+    """``registries`` when given, else those of the installed plugins: what every builder and loader reads
+    when the caller passes none."""
+    return get_registries() if registries is None else registries
+
+
 def load(strict: bool | None = None) -> Registries:
     """Rebuild the registries now; ``strict=True`` raises `PluginError` on the first broken plugin."""
     reset()
@@ -186,7 +192,17 @@ def reset() -> None:
     global _state
     with _lock:
         _state = None
-        forget_kernel_choices()
+        for forget in _on_reset:
+            forget()
+
+
+def on_reset(forget: Callable[[], None]) -> None:
+    """Have ``forget()`` called whenever the registries are forgotten: what a module derived from them (the
+    linear kernels chosen so far, say) must be dropped with them. Lets the modules that read the registries
+    keep such caches without the plugin manager importing them."""
+    with _lock:
+        if forget not in _on_reset:
+            _on_reset.append(forget)
 
 
 def list_plugins() -> list[PluginInfo]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,23 +13,15 @@ from vlmzoo.config import PaliGemmaConfig
 from vlmzoo.devices import resolve_device
 from vlmzoo.dtypes import default_dtype, resolve_dtype
 from vlmzoo.families import family_of_config
+from vlmzoo.model.quantize import quantize_model
+from vlmzoo.paligemma.model import PaliGemma
+from vlmzoo.plugins import resolve_registries
 from vlmzoo.registry import Registries, UnknownKeyError, close_matches
 from vlmzoo.variants import Variant, aliases_of, variants_of
-
-if TYPE_CHECKING:
-    pass
 
 
 class UnknownModelError(UnknownKeyError):
     """A model name that no variant or alias matches."""
-
-
-def _registries(registries: Registries | None) -> Registries:
-    if registries is not None:
-        return registries
-    from vlmzoo.plugins import get_registries
-
-    return get_registries()
 
 
 def list_models(pattern: str | None = None, *, registries: Registries | None = None) -> list[str]:
@@ -42,13 +34,13 @@ def list_models(pattern: str | None = None, *, registries: Registries | None = N
     Returns:
         The names, aliases left out (`get_config` resolves those).
     """
-    names = sorted(variants_of(_registries(registries)))
+    names = sorted(variants_of(resolve_registries(registries)))
     return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
 
 
 def get_variant(name: str, *, registries: Registries | None = None) -> Variant:
     """The variant called ``name`` or one of its aliases."""
-    variants = variants_of(_registries(registries))
+    variants = variants_of(resolve_registries(registries))
     canonical = aliases_of(variants).get(name, name)
     if canonical not in variants:
         known = sorted(variants) + sorted(aliases_of(variants))
@@ -112,9 +104,7 @@ def build(
     Returns:
         A `PaliGemma` model (or the family's model, e.g. `vlmzoo.siglip.SiglipModel`) in eval mode.
     """
-    from vlmzoo.model.paligemma import PaliGemma
-
-    registries = _registries(registries)
+    registries = resolve_registries(registries)
     family = None if isinstance(model, (str, PaliGemmaConfig)) else family_of_config(model, registries)
     if not isinstance(model, (str, PaliGemmaConfig)) and family is None:
         raise TypeError(
@@ -141,8 +131,6 @@ def build(
     generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
     init_weights(module, std=init_std, generator=generator)
     if quantize is not None:
-        from vlmzoo.model.quantize import quantize_model
-
         quantize_model(module, quantize, registries)
     return module.eval()
 

@@ -36,11 +36,15 @@ def _looks_like_path(name: str) -> bool:
 
 def _variant_hint(name: str) -> str | None:
     """If ``name`` is a zoo variant (an architecture, no weights), the sentence that says so."""
-    from vlmzoo.zoo import UnknownModelError, get_variant
+    # The variants are read from the registries, not through the zoo, which sits above checkpoint files.
+    from vlmzoo.plugins import get_registries
+    from vlmzoo.variants import aliases_of, variants_of
 
     try:
-        get_variant(name)
-    except (UnknownModelError, ValueError, LookupError):
+        variants = variants_of(get_registries())
+        if name not in variants and name not in aliases_of(variants):
+            return None
+    except (ValueError, LookupError):
         return None
     return (
         f"{name!r} is a model variant of the zoo (an architecture without weights), not a checkpoint. Use "

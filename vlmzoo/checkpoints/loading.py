@@ -14,20 +14,26 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from vlmzoo.checkpoints.config_json import config_from_json
-from vlmzoo.checkpoints.hf_config import ConfigConversionError
 from vlmzoo.checkpoints.hub import CheckpointNotFoundError, resolve
-from vlmzoo.checkpoints.keys import to_vlmzoo_key
-from vlmzoo.checkpoints.safetensors_io import DTYPES, SafetensorsError, iter_row_blocks, iter_tensors, read_header
+from vlmzoo.checkpoints.safetensors_io import (
+    DTYPES,
+    INDEX_FILE,
+    SINGLE_FILE,
+    SafetensorsError,
+    iter_row_blocks,
+    iter_tensors,
+    read_header,
+)
 from vlmzoo.dtypes import resolve_dtype
 from vlmzoo.errors import InvalidFileError, VlmzooError
+from vlmzoo.paligemma.checkpoint_keys import to_vlmzoo_key
+from vlmzoo.paligemma.config_json import config_from_json
+from vlmzoo.paligemma.hf_config import ConfigConversionError
 from vlmzoo.progress import progress_bar
 
 if TYPE_CHECKING:
     from vlmzoo.registry import Registries
 
-INDEX_FILE = "model.safetensors.index.json"
-SINGLE_FILE = "model.safetensors"
 PICKLE_FILES = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
 TIED_HEAD = "language_model.lm_head.weight"
 
@@ -229,14 +235,14 @@ def from_pretrained(
     """
     from vlmzoo.checkpoints.hf_arguments import attention_key, check_extra_options, load_device, load_dtype
     from vlmzoo.model.quantize import check_device, get_scheme, prepare_for_loading
-    from vlmzoo.plugins import get_registries
+    from vlmzoo.plugins import resolve_registries
     from vlmzoo.zoo import build
 
     check_extra_options(hf_options)
     dtype = load_dtype(dtype, torch_dtype)
     requested_dtype = resolve_dtype(dtype)
     target_device = load_device(device, device_map)  # before any work: a missing GPU fails here, at once
-    registries = get_registries() if registries is None else registries
+    registries = resolve_registries(registries)
     attention = attention_key(attn_implementation, registries)
     directory = resolve(
         path_or_repo_id, revision=revision, token=token, local_files_only=local_files_only, cache_dir=cache_dir

@@ -20,6 +20,10 @@ import torch
 
 from vlmzoo.errors import InvalidFileError
 
+#: The weight files of a checkpoint directory: one file, or an index naming the shards.
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+
 DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,

@@ -17,9 +17,9 @@ import torch
 from safetensors.torch import save_file
 
 from vlmzoo.checkpoints.atomic import staged_directory
-from vlmzoo.checkpoints.config_json import config_to_json
-from vlmzoo.checkpoints.keys import to_hub_key
-from vlmzoo.checkpoints.loading import INDEX_FILE, SINGLE_FILE
+from vlmzoo.checkpoints.safetensors_io import INDEX_FILE, SINGLE_FILE
+from vlmzoo.paligemma.checkpoint_keys import to_hub_key
+from vlmzoo.paligemma.config_json import config_to_json
 
 _UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "B": 1}
 
@@ -60,7 +60,7 @@ def save_pretrained(
 
     A model transformers cannot build exactly (plugin components, a projector without bias) is saved with
     ``model_type: "vlmzoo"``: vlmzoo loads it whole, transformers refuses it rather than building another
-    model (see `vlmzoo.checkpoints.config_json`).
+    model (see `vlmzoo.paligemma.config_json`).
 
     The files are written to a staging directory and moved in only once complete; a failure leaves
     ``directory`` as it was. Afterwards only the weight files the previous checkpoint owned (see

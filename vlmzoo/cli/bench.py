@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import resource
 
+from vlmzoo.cli.common import load_model
 from vlmzoo.cli.options import add_device_option, announce_device
 
 MIDSIZE = "paligemma2-3b-224"
@@ -18,7 +19,7 @@ def _bench(args: argparse.Namespace) -> int:
     from vlmzoo.components.linear import kernel_choices
 
     if args.model:
-        model = vlmzoo.from_pretrained(args.model, dtype=args.dtype, device=args.device, quantize=args.quantize)
+        model = load_model(args, dtype=args.dtype, quantize=args.quantize)
         name = args.model
     else:
         model = vlmzoo.build(
@@ -31,7 +32,7 @@ def _bench(args: argparse.Namespace) -> int:
             quantize=args.quantize,
         )
         name = f"random {MIDSIZE} with {args.layers}+{args.layers} layers"
-    announce_device(model.device, args.device)
+        announce_device(model.device, args.device)
     weight_bytes = decode_weight_bytes(model)
     device = str(model.device)
     print(f"{name}: {str(model.dtype).removeprefix('torch.')}, quantize={args.quantize}, {device}, "

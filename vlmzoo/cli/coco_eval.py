@@ -7,7 +7,6 @@ prompt per image (and per group of classes), writes the COCO results JSON and pr
 from __future__ import annotations
 
 import argparse
-import json
 
 
 def add_options(evaluate: argparse.ArgumentParser) -> None:
@@ -26,16 +25,14 @@ def add_options(evaluate: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import vlmzoo
-    from vlmzoo.cli.options import announce_device
+    from vlmzoo.cli.common import load_model, load_processor, write_json
     from vlmzoo.tasks import get_postprocessor
     from vlmzoo.training.coco_evaluation import evaluate_coco, write_results
 
-    processor = vlmzoo.load_processor(args.processor or args.model)
+    processor = load_processor(args)
     vae = args.vae or (processor.mask_vae if args.task == "segment" else None)  # a model's own VQ-VAE
     post = get_postprocessor(args.task, **({"vae": vae} if vae else {}))
-    model = vlmzoo.from_pretrained(args.model, device=args.device)
-    announce_device(model.device, args.device)
+    model = load_model(args)
     evaluation = evaluate_coco(
         model,
         processor,
@@ -51,7 +48,6 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         write_results(evaluation.results, args.out)
     if args.metrics_out:
-        with open(args.metrics_out, "w", encoding="utf-8") as f:
-            json.dump(evaluation.to_dict(), f, indent=2)
+        write_json(args.metrics_out, evaluation.to_dict())
     print(evaluation.table())
     return 0

@@ -10,7 +10,8 @@ import argparse
 import random
 from pathlib import Path
 
-from vlmzoo.cli.options import add_device_option, announce_device
+from vlmzoo.cli.common import check_range, load_pipeline, save_image
+from vlmzoo.cli.options import add_device_option
 
 DEMO_MODEL = "shapes-demo"
 
@@ -20,13 +21,10 @@ def _box(box) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import vlmzoo
     from vlmzoo.data.shapes import caption_text, generate_scene
 
-    if not 1 <= args.images <= 100:
-        raise ValueError(f"--images must be between 1 and 100, got {args.images}")
-    vlm = vlmzoo.load(DEMO_MODEL, device=args.device)
-    announce_device(vlm.model.device, args.device)
+    check_range("--images", args.images, 1, 100)
+    vlm = load_pipeline(args, DEMO_MODEL)
     rng = random.Random(args.seed)
     scenes = [generate_scene(rng, size=args.size) for _ in range(args.images)]
     queries = [rng.choice(scene.shapes).label for scene in scenes]
@@ -35,9 +33,9 @@ def _demo(args: argparse.Namespace) -> int:
     output.mkdir(parents=True, exist_ok=True)
     for index, (scene, query, caption) in enumerate(zip(scenes, queries, captions, strict=True), start=1):
         detection = vlm.detect(scene.image, query)
-        scene.image.save(output / f"scene-{index}.png")
+        save_image(scene.image, output / f"scene-{index}.png")
         drawn = output / f"scene-{index}-detect.png"
-        detection.draw(scene.image).save(drawn)
+        save_image(detection.draw(scene.image), drawn)
         truth = "; ".join(_box(shape.box) for shape in scene.shapes if shape.label == query)
         found = "; ".join(f"{obj.label} {_box(obj.box)}" for obj in detection.objects) or "nothing"
         print(f"scene {index} ({scene.size[0]}x{scene.size[1]} pixels, {len(scene.shapes)} shape(s)):")

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vlmzoo.cli.options import add_device_option, announce_device
+from vlmzoo.cli.common import check_range, load_pipeline, print_json, save_image
+from vlmzoo.cli.options import add_device_option
 
 #: File suffixes taken from a folder given as ``--image``.
 IMAGE_SUFFIXES = frozenset({".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp"})
@@ -113,13 +114,8 @@ def _generate(args: argparse.Namespace) -> int:
     targets = draw_targets(paths, args.draw)
     if args.draw is not None and (post is None or isinstance(post, TextPostprocessor)):
         raise ValueError(f"--draw needs a task whose answer has boxes (--task detect or segment), not {prompt!r}")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
-    vlm = vlmzoo.load(
-        args.model, dtype=args.dtype, device=args.device, revision=args.revision, quantize=args.quantize,
-        compile=args.compile,
-    )
-    announce_device(vlm.model.device, args.device)
+    check_range("--batch-size", args.batch_size, 1)
+    vlm = load_pipeline(args, dtype=args.dtype, revision=args.revision, quantize=args.quantize, compile=args.compile)
     sampler_options = {name: value for name in SAMPLER_OPTIONS if (value := getattr(args, name)) is not None}
     max_new_tokens = args.max_new_tokens or (post.max_new_tokens if post is not None else 64)
     common = dict(max_new_tokens=max_new_tokens, sampler=args.sampler, seed=args.seed, **sampler_options)
@@ -144,12 +140,11 @@ def _generate(args: argparse.Namespace) -> int:
                 if result is not None:
                     record.update(result.to_dict(), text=text)
                     record["answer"] = result.text
-                print(json.dumps(record, ensure_ascii=False), flush=True)
+                print_json(record)
             else:
                 _print_result(path, text, result, streaming, several=len(paths) > 1)
             if target is not None:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                result.draw(image).save(target)
+                save_image(result.draw(image), target)
                 print(f"saved {target}", file=sys.stderr)
     return 0
 

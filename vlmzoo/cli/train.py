@@ -70,7 +70,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import vlmzoo
+    from vlmzoo.cli.common import load_model, load_processor, print_json
     from vlmzoo.training.evaluation import evaluate
 
     if args.coco:
@@ -79,11 +79,10 @@ def _eval(args: argparse.Namespace) -> int:
         return coco_eval.run(args)
     if not args.data:
         raise ValueError("give --data (JSONL records) or --coco (a COCO instances file) to evaluate on")
-    model = vlmzoo.from_pretrained(args.model, device=args.device)
-    announce_device(model.device, args.device)
-    processor = vlmzoo.load_processor(args.processor or args.model)
+    model = load_model(args)
+    processor = load_processor(args)
     metrics = evaluate(model, processor, args.data, batch_size=args.batch_size, max_length=args.max_length)
-    print(json.dumps(metrics))
+    print_json(metrics)
     return 0
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
+
+from vlmzoo.cli.common import print_json
 
 
 def human_count(count: int) -> str:
@@ -30,7 +31,7 @@ def _list(args: argparse.Namespace) -> int:
 
     models = describe_models(args.pattern)
     if args.json:
-        print(json.dumps([m.to_dict() for m in models], indent=2))
+        print_json([m.to_dict() for m in models], indent=2)
         return 0
     if not models:
         raise LookupError(f"no variant matches {args.pattern!r}; run `vlmzoo list` to see every name")
@@ -48,7 +49,7 @@ def _info(args: argparse.Namespace) -> int:
 
     config = vlmzoo.get_config(args.model)
     model = vlmzoo.build(config, device="meta")
-    print(json.dumps({"parameters": model.num_parameters(), "config": config.model_dump(mode="json")}, indent=2))
+    print_json({"parameters": model.num_parameters(), "config": config.model_dump(mode="json")}, indent=2)
     return 0
 
 

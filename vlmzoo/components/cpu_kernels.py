@@ -14,24 +14,36 @@ which ones this CPU runs, and each format takes the best of them:
 * float32: AVX-512, else AVX2+FMA (float32 accumulation);
 * bfloat16: AVX-512 BF16 (``VDPBF16PS``), else bfloat16 weights widened in registers;
 * int8: VNNI (``VPDPBUSD``, AVX-512 or AVX-VNNI) on activations quantized once per product to int8 per
-  block of 32 inputs, as llama.cpp does, else int8 weights widened in registers against float activations.
+  block of 32 inputs, as llama.cpp does, else int8 weights widened in registers against float activations;
+* int4 (tiles of four rows, see `vlmzoo.components.quantized.quantize_int4`): the same activation
+  quantization, then VNNI (AVX-512 or AVX-VNNI), else AVX2's ``VPMADDUBSW``.
+
+Prefill-sized products (more than `MAX_ROWS` rows) are compute-bound: `tiled_int8` and `tiled_int4`
+dequantize tens of megabytes of rows at a time with the extension into one buffer and hand each tile to
+PyTorch's GEMM (oneDNN, AMX where the CPU has it).
 
 Where the extension cannot be built (no compiler, no AVX2) or ``VLMZOO_CPU_KERNELS=0`` is set, the
-kernels hand every product to the kernel they replace (``F.linear``, PyTorch's int8 kernel) after one
-log line. ``VLMZOO_CPU_KERNELS=avx2`` keeps to the AVX2 paths (as on a CPU without AVX-512).
+kernels say they support nothing (so the calibration never picks them and `kernel_choices` never names
+them) after one log line; called directly they hand the product to the kernel they replace (``F.linear``,
+PyTorch's int8 kernel, int4 dequantized in slices). ``VLMZOO_CPU_KERNELS=avx2`` keeps to the AVX2 paths
+(as on a CPU without AVX-512).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from vlmzoo.components.linear import ROW_BUCKETS, LinearKernel, torch_linear
-from vlmzoo.components.quantized import int8_weight_only
+from vlmzoo.components.quantized import int4_dequantized, int8_dequantized, int8_weight_only
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +56,7 @@ PATHS = {
     "float32": ("avx512", "avx2"),
     "bfloat16": ("avx512bf16", "avx512", "avx2"),
     "int8": ("avx512vnni", "avxvnni", "avx512", "avx2"),
+    "int4": ("avx512vnni", "avxvnni", "avx2"),
 }
 _AVX2_FAMILY = {"avx2", "avxvnni"}
 
@@ -53,9 +66,11 @@ def _setting() -> str:
 
 
 def build_directory() -> Path:
-    """Where the compiled extension is cached: one folder per PyTorch version."""
+    """Where the compiled extension is cached: one folder per PyTorch version and source (two vlmzoo
+    versions side by side never rebuild each other's copy)."""
     root = Path(os.environ.get("VLMZOO_CACHE_DIR") or Path.home() / ".cache" / "vlmzoo")
-    return root / "cpu_kernels" / f"torch-{torch.__version__.replace('+', '-')}"
+    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12] if SOURCE.exists() else "missing"
+    return root / "cpu_kernels" / f"torch-{torch.__version__.replace('+', '-')}" / digest
 
 
 @functools.cache
@@ -101,7 +116,8 @@ def best_path(fmt: str) -> str | None:
 
 
 def small_m_matmul(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None, path: str) -> torch.Tensor:
-    """``x [M, K] @ weight [N, K].T`` (times ``scales [N]`` for int8) in float32 on the named path."""
+    """``x [M, K] @ weight [N, K].T`` (times ``scales [N]`` for int8) in float32 on the named path; an
+    int4 weight (uint8 tiles [N, K / 2], scales [N, K / group, 2]) is recognised by its dtype."""
     return _small_m_op(x, weight, scales, path)
 
 
@@ -109,6 +125,8 @@ def small_m_matmul(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor |
 @torch.library.custom_op("vlmzoo::small_m_matmul", mutates_args=())
 def _small_m_op(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None, path: str) -> torch.Tensor:
     module = load_extension()
+    if weight.dtype == torch.uint8:
+        return module.int4(x.float().contiguous(), weight.contiguous(), scales.to(torch.bfloat16).contiguous(), path)
     if path == "avx512bf16":
         return module.bf16(x.to(torch.bfloat16).contiguous(), weight.contiguous())
     x32 = x.float().contiguous()
@@ -144,8 +162,76 @@ def small_m_int8(x, qweight, bias=None, scales=None):
     return _run(x, qweight, bias, scales, "int8", int8_weight_only)
 
 
+def small_m_int4(x, packed, bias=None, scales=None):
+    """int4 tiles on this CPU's best path (dequantized slices and ``F.linear`` where it is off)."""
+    return _run(x, packed, bias, scales, "int4", int4_dequantized)
+
+
+#: Bytes of floating-point weight `tiled_int8` / `tiled_int4` make at a time: most decoder weights fit in
+#: one or two tiles, so PyTorch's GEMM sees large products and few outputs need copying.
+TILE_BYTES = 32 * 2**20
+_buffers = threading.local()
+
+
+def _tile_buffer(numel: int, dtype: torch.dtype) -> torch.Tensor:
+    """One buffer per thread and dtype, grown as needed and reused (a fresh tens-of-megabytes buffer costs
+    a page fault per 4 KiB, which would take longer than the dequantizing)."""
+    key = f"buffer_{dtype}"
+    buffer = getattr(_buffers, key, None)
+    if buffer is None or buffer.numel() < numel:
+        buffer = torch.empty(numel, dtype=dtype)
+        setattr(_buffers, key, buffer)
+    return buffer[:numel]
+
+
+def _tiled(x, weight, bias, scales, fallback):
+    """Dequantize `TILE_BYTES` of rows at a time with the extension into one reused buffer, and run
+    PyTorch's product on each tile: the large-row (prefill) case, where the arithmetic dominates."""
+    module = load_extension()
+    if module is None or x.dtype not in (torch.float32, torch.bfloat16):
+        return fallback(x, weight, bias, scales)
+    in_features = x.shape[-1]
+    out_features = weight.shape[0]
+    step = min(out_features, max(4, TILE_BYTES // (in_features * x.element_size()) // 4 * 4))
+    buffer = _tile_buffer(step * in_features, x.dtype).view(step, in_features)
+    if weight.dtype == torch.int8:
+        dequantize, scales = module.dequantize_int8, scales.float().contiguous()
+    else:
+        dequantize, scales = module.dequantize_int4, scales.to(torch.bfloat16).contiguous()
+    flat = x.reshape(-1, in_features)
+    if step == out_features:
+        dequantize(weight, scales, 0, out_features, buffer)
+        return F.linear(x, buffer, bias)
+    out = torch.empty(flat.shape[0], out_features, dtype=x.dtype)
+    for n0 in range(0, out_features, step):
+        n1 = min(out_features, n0 + step)
+        tile = buffer[: n1 - n0]
+        dequantize(weight, scales, n0, n1, tile)
+        out[:, n0:n1] = F.linear(flat, tile, None if bias is None else bias[n0:n1])
+    return out.reshape(*x.shape[:-1], out_features)
+
+
+def tiled_int8(x, qweight, bias=None, scales=None):
+    """int8 weights for many rows: tiles dequantized by the extension, then PyTorch's GEMM."""
+    return _tiled(x, qweight, bias, scales, int8_dequantized)
+
+
+def tiled_int4(x, packed, bias=None, scales=None):
+    """int4 weights for many rows: tiles dequantized by the extension, then PyTorch's GEMM."""
+    return _tiled(x, packed, bias, scales, int4_dequantized)
+
+
+@dataclass(frozen=True)
+class ExtensionKernel(LinearKernel):
+    """A kernel of the extension: it supports nothing where the extension is off or unavailable, so the
+    choice (and `kernel_choices`) falls to PyTorch's kernels."""
+
+    def supports(self, device_type: str, fmt: str, rows: int) -> bool:
+        return super().supports(device_type, fmt, rows) and best_path(fmt) is not None
+
+
 KERNELS = {
-    "small_m_float": LinearKernel(
+    "small_m_float": ExtensionKernel(
         small_m_float,
         ("float32", "bfloat16"),
         devices=("cpu",),
@@ -154,7 +240,7 @@ KERNELS = {
         differentiable=False,
         description="vlmzoo C++ matrix-vector kernel (AVX2 / AVX-512 / AVX-512 BF16)",
     ),
-    "small_m_int8": LinearKernel(
+    "small_m_int8": ExtensionKernel(
         small_m_int8,
         ("int8",),
         devices=("cpu",),
@@ -162,5 +248,32 @@ KERNELS = {
         priority=2,
         differentiable=False,
         description="vlmzoo C++ int8 kernel (VNNI on activations quantized per block of 32)",
+    ),
+    "small_m_int4": ExtensionKernel(
+        small_m_int4,
+        ("int4",),
+        devices=("cpu",),
+        max_rows=MAX_ROWS,
+        priority=2,
+        differentiable=False,
+        description="vlmzoo C++ int4 kernel (VNNI or AVX2 on activations quantized per block of 32)",
+    ),
+    "tiled_int8": ExtensionKernel(
+        tiled_int8,
+        ("int8",),
+        devices=("cpu",),
+        min_rows=MAX_ROWS + 1,
+        priority=2,
+        differentiable=False,
+        description="int8 tiles dequantized by the vlmzoo C++ extension, then PyTorch's GEMM",
+    ),
+    "tiled_int4": ExtensionKernel(
+        tiled_int4,
+        ("int4",),
+        devices=("cpu",),
+        min_rows=MAX_ROWS + 1,
+        priority=2,
+        differentiable=False,
+        description="int4 tiles dequantized by the vlmzoo C++ extension, then PyTorch's GEMM",
     ),
 }

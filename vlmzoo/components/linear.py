@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlmzoo.plugins import get_registries, on_reset
+
 #: Weight formats of plain floating-point weights, by dtype; quantized formats are scheme names.
 FLOAT_FORMATS = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
@@ -153,11 +155,7 @@ def _calibration_on() -> bool:
 
 
 def _get_registries():
-    if _registries is not None:
-        return _registries
-    from vlmzoo.plugins import get_registries
-
-    return get_registries()
+    return get_registries() if _registries is None else _registries
 
 
 def forget_kernel_choices(registries=None) -> None:
@@ -166,6 +164,9 @@ def forget_kernel_choices(registries=None) -> None:
     with _lock:
         _chosen.clear()
         _registries = registries
+
+
+on_reset(forget_kernel_choices)  # new plugins may bring new kernels: choose again
 
 
 def kernel_choices() -> dict[tuple[str, str, str], str]:

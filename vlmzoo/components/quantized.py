@@ -8,11 +8,13 @@ Two schemes are built in, each a `QuantizationScheme` in the ``quantization`` re
 
 * ``int8``: symmetric, one scale per output row (per channel), run by PyTorch's
   ``_weight_int8pack_mm`` (CPU and CUDA) or by dequantizing slices for large row counts;
-* ``int4``: asymmetric in groups of 128 inputs with a scale and zero point per group, packed for
-  PyTorch's CPU kernel ``_weight_int4pack_mm_for_cpu`` (CPU only).
+* ``int4``: asymmetric in groups of 128 (or 64) inputs with a scale and zero point per group, packed in
+  tiles of four rows for the CPU kernels of `vlmzoo.components.cpu_kernels` (CPU only).
 
-These are PyTorch's own operators, the ones torchao's weight-only configs reach on CPUs after
-``torch.compile``; called directly they are fast in eager mode too.
+The int8 kernels here are PyTorch's own operators, the ones torchao's weight-only configs reach on
+CPUs after ``torch.compile``; `vlmzoo.components.cpu_kernels` adds faster ones for both schemes. The
+int4 layout is vlmzoo's own (PyTorch's int4 packing depends on the CPU it was made on and cannot be read
+back), so its fallback here dequantizes slices.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from vlmzoo.components.linear import LinearKernel, linear
 #: Rows quantized at a time, so a float32 copy of a whole large weight is never made.
 CHUNK_ROWS = 16384
 INT4_GROUP_SIZE = 128
+#: Rows of an int4 tile: the rows one kernel pass streams together (one activation load feeds them all).
+INT4_TILE_ROWS = 4
 #: Bytes of float weight `int8_dequantized` makes at a time (small enough for the allocator to reuse).
 DEQUANTIZE_BYTES = 8 * 2**20
 
@@ -80,8 +84,18 @@ def dequantize_int8(qweight: torch.Tensor, scales: torch.Tensor, dtype: torch.dt
     return (qweight.float() * scales.float()[:, None]).to(dtype)
 
 
+def int8pack_handles(out_features: int, in_features: int) -> bool:
+    """Whether PyTorch's ``_weight_int8pack_mm`` runs this shape: on CPUs it crashes the process
+    (segmentation fault, PyTorch 2.13) when the inputs are not a multiple of 16 (e.g. a 40x70 weight);
+    a multiple of 32 is what every tested shape had."""
+    return in_features % 32 == 0
+
+
 def int8_weight_only(x, qweight, bias=None, scales=None):
-    """PyTorch's int8 weight-only product; activations run in bfloat16."""
+    """PyTorch's int8 weight-only product; activations run in bfloat16. Shapes that PyTorch's kernel
+    crashes on (see `int8pack_handles`) go to `int8_dequantized` instead."""
+    if x.device.type == "cpu" and not int8pack_handles(*qweight.shape):
+        return int8_dequantized(x, qweight, bias, scales)
     rows = x.numel() // x.shape[-1]
     flat = x.reshape(rows, x.shape[-1]).to(torch.bfloat16)
     if scales.dtype != torch.bfloat16:  # after a model.to(dtype); stored scales are bfloat16 already
@@ -124,75 +138,80 @@ INT8 = QuantizationScheme(
 )
 
 
-# ---- int4, groups of 128 inputs, packed for the CPU kernel -------------------------------------------
+# ---- int4, groups of 128 inputs, tiles of four rows -----------------------------------------------------
 
 
 def _int4_group_size(in_features: int) -> int | None:
-    for size in (INT4_GROUP_SIZE, 64, 32):
+    for size in (INT4_GROUP_SIZE, 64):
         if in_features % size == 0:
             return size
     return None
 
 
 def int4_accepts(out_features: int, in_features: int) -> bool:
-    return out_features % 16 == 0 and _int4_group_size(in_features) is not None
+    return out_features % INT4_TILE_ROWS == 0 and _int4_group_size(in_features) is not None
 
 
 def quantize_int4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Asymmetric int4 per group of inputs; returns the CPU-packed weight [out, in/2] (uint8) and the
-    bfloat16 scales and zero points [in/group, out, 2], with ``w ≈ (q - 8) * scale + zero``."""
+    """Asymmetric int4 per group of 128 (or 64) inputs: ``w ≈ (q - 8) * scale + zero`` with q in 0..15.
+
+    Returns the packed weight, uint8 [out, in/2] holding tiles of four rows (2·in bytes per tile: per 64
+    inputs, each row's 32 bytes, byte j carrying input j in its low nibble and input 32 + j in its high
+    one), and the bfloat16 ``[out, in/group, 2]`` (scale, zero point).
+    """
     out_features, in_features = weight.shape
     group = _int4_group_size(in_features)
-    if group is None or out_features % 16:
-        raise ValueError(f"int4 needs out_features divisible by 16 and in_features by 32, got {list(weight.shape)}")
+    if group is None or out_features % INT4_TILE_ROWS:
+        raise ValueError(f"int4 needs out_features divisible by 4 and in_features by 64, got {list(weight.shape)}")
     grouped = weight.float().reshape(out_features, in_features // group, group)
     low = grouped.amin(dim=-1, keepdim=True)
     high = grouped.amax(dim=-1, keepdim=True)
     scale = ((high - low) / 15).clamp(min=1e-6)
-    q = ((grouped - low) / scale).round_().clamp_(0, 15).to(torch.int32).reshape(out_features, in_features)
-    zero = low + 8 * scale
-    packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 1)
-    scales_and_zeros = torch.cat([scale, zero], dim=-1).transpose(0, 1).contiguous().to(torch.bfloat16)
-    return packed, scales_and_zeros
-
-
-def int4_cpu(x, packed, bias=None, scales=None):
-    """PyTorch's CPU int4 product (group-wise scales and zero points); activations run in bfloat16."""
-    rows = x.numel() // x.shape[-1]
-    in_features = x.shape[-1]
-    flat = x.reshape(rows, in_features).to(torch.bfloat16)
-    group = in_features // scales.shape[0]
-    if scales.dtype != torch.bfloat16:  # after a model.to(dtype); stored scales are bfloat16 already
-        scales = scales.to(torch.bfloat16)
-    out = torch.ops.aten._weight_int4pack_mm_for_cpu(flat, packed, group, scales).to(x.dtype)
-    if bias is not None:
-        out = out + bias
-    return out.reshape(*x.shape[:-1], packed.shape[0])
+    q = ((grouped - low) / scale).round_().clamp_(0, 15).to(torch.uint8)
+    tiles = q.reshape(out_features // INT4_TILE_ROWS, INT4_TILE_ROWS, in_features // 64, 2, 32)
+    packed = (tiles[..., 0, :] | (tiles[..., 1, :] << 4)).permute(0, 2, 1, 3).contiguous()
+    scales_and_zeros = torch.cat([scale, low + 8 * scale], dim=-1).to(torch.bfloat16)
+    return packed.view(out_features, in_features // 2), scales_and_zeros
 
 
 def dequantize_int4(packed: torch.Tensor, scales: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The float weight, recovered by running the kernel on the identity matrix (the packing is opaque)."""
-    in_features = packed.shape[1] * 2
-    eye = torch.eye(in_features, dtype=torch.bfloat16, device=packed.device)
-    group = in_features // scales.shape[0]
-    return torch.ops.aten._weight_int4pack_mm_for_cpu(eye, packed, group, scales).T.to(dtype).contiguous()
+    """The float weight [out, in] of `quantize_int4`'s tiles (any whole number of tiles)."""
+    out_features, in_features = packed.shape[0], packed.shape[1] * 2
+    tiles = packed.reshape(out_features // INT4_TILE_ROWS, in_features // 64, INT4_TILE_ROWS, 1, 32)
+    q = torch.cat([tiles & 15, tiles >> 4], dim=3).permute(0, 2, 1, 3, 4).reshape(out_features, scales.shape[1], -1)
+    weight = (q.float() - 8) * scales[..., :1].float() + scales[..., 1:].float()
+    return weight.reshape(out_features, in_features).to(dtype)
+
+
+def int4_dequantized(x, packed, bias=None, scales=None):
+    """Dequantize a few megabytes of rows (whole tiles) at a time and run the float product in ``x``'s
+    dtype: the portable int4 kernel (any row count; slow for one row, where `vlmzoo.components.cpu_kernels`
+    has a real kernel)."""
+    step = max(INT4_TILE_ROWS, DEQUANTIZE_BYTES // (packed.shape[1] * 2 * 4) // INT4_TILE_ROWS * INT4_TILE_ROWS)
+    pieces = [
+        F.linear(
+            x,
+            dequantize_int4(packed[i : i + step], scales[i : i + step], x.dtype),
+            None if bias is None else bias[i : i + step],
+        )
+        for i in range(0, packed.shape[0], step)
+    ]
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-1)
 
 
 def _int4_packed_shapes(out_features: int, in_features: int):
     group = _int4_group_size(in_features) or INT4_GROUP_SIZE
-    return ((out_features, in_features // 2), torch.uint8), ((in_features // group, out_features, 2), torch.bfloat16)
+    return ((out_features, in_features // 2), torch.uint8), ((out_features, in_features // group, 2), torch.bfloat16)
 
-
-_HAS_INT4_CPU = hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu")
 
 INT4 = QuantizationScheme(
     quantize=quantize_int4,
     dequantize=dequantize_int4,
     packed_shapes=_int4_packed_shapes,
     accepts=int4_accepts,
-    devices=("cpu",) if _HAS_INT4_CPU else (),
+    devices=("cpu",),
     bits=4,
-    description="int4 weights in groups of 128 inputs with scales and zero points (CPU)",
+    description="int4 weights in groups of 128 inputs with scales and zero points, tiles of four rows (CPU)",
 )
 
 SCHEMES = {"int8": INT8, "int4": INT4}
@@ -207,7 +226,9 @@ KERNELS = {
         description="PyTorch's int8 weight-only",
     ),
     "int8_dequantized": LinearKernel(int8_dequantized, ("int8",), description="dequantize slices, float product"),
-    "int4_cpu": LinearKernel(int4_cpu, ("int4",), devices=("cpu",), priority=1, description="PyTorch's CPU int4"),
+    "int4_dequantized": LinearKernel(
+        int4_dequantized, ("int4",), devices=("cpu",), description="dequantize int4 slices, float product"
+    ),
 }
 
 

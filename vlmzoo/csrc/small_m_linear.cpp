@@ -13,6 +13,11 @@
 // * "avx512vnni" / "avxvnni": int8 weights, activations quantized once per product to int8 per
 //   block of 32 inputs (scale = max|x| / 127), VPDPBUSD inner loop. The instruction multiplies
 //   unsigned by signed bytes, so activations are stored as q + 128 and 128 * sum(w) is subtracted.
+// * int4 ("avx512vnni", "avxvnni", "avx2"): weights q in 0..15 with w = (q - 8) * scale + zero per group
+//   of 64 or 128 inputs, laid out in tiles of four rows (see `Int4Problem`), activations quantized as
+//   for int8 (signed); q is the unsigned operand of VPDPBUSD (VNNI) or of VPMADDUBSW (AVX2), and the
+//   constant term (zero - 8 * scale) needs only the per-group sum of the quantized activations.
+// * "dequantize_*": int8 / int4 rows to float32 or bfloat16, for prefill-sized products (then a GEMM).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
@@ -36,6 +41,21 @@ struct Problem {
 
 using RowsFn = void (*)(const Problem&, int64_t, int64_t);
 
+// int4 weights come in tiles of four rows (4t .. 4t+3), 2 * K bytes each: per 64 inputs (a chunk) four
+// rows of 32 bytes, byte j of a row holding input j of the chunk in its low nibble and input 32 + j in
+// its high nibble. A tile is one contiguous stream, and each activation load serves its four rows.
+struct Int4Problem {
+  const int8_t* xq;    // [M, K] quantized activations
+  const float* dx;     // [M, K / 32] their scales, one per block of 32
+  const float* xsum;   // [M, K / G] per group: sum over its blocks of dx * sum(xq)
+  const uint8_t* w;    // [N / 4, 2 * K] tiles
+  const uint16_t* sc;  // [N, K / G, 2] bfloat16 (scale, zero): w = (q - 8) * scale + zero
+  float* out;          // [M, N]
+  int64_t M, N, K, G;
+};
+
+using TilesFn = void (*)(const Int4Problem&, int64_t, int64_t);
+
 // Runs `block<4>` on groups of four weight rows (four streams in flight, each activation load serving
 // four products) and `block<1>` on the rest. `block<R>(p, n)` computes out[:, n .. n+R).
 #define VLMZOO_ROWS(block)                                     \
@@ -51,6 +71,11 @@ inline float bf16_to_float(uint16_t v) {
   float f;
   std::memcpy(&f, &bits, 4);
   return f;
+}
+inline uint16_t float_to_bf16(float f) {  // round to nearest even (values are finite)
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  return uint16_t((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
 }
 inline float to_float(float v) { return v; }
 inline float to_float(uint16_t v) { return bf16_to_float(v); }
@@ -106,6 +131,115 @@ void rows(const Problem& p, int64_t n0, int64_t n1) {
 }  // namespace avx2
 #pragma GCC pop_options
 
+// The 256-bit int4 tile, for AVX2 (VPMADDUBSW + VPMADDWD) and AVX-VNNI (VPDPBUSD): DOT(q, x) gives eight
+// int32 sums of four products of unsigned q and signed x. Each chunk is two blocks of 32 inputs: the
+// low nibbles meet the first block, the high nibbles the second.
+#define VLMZOO_INT4_TILES_256(DOT)                                                                   \
+  void int4_tile(const Int4Problem& p, int64_t t) {                                                  \
+    const int64_t K = p.K, groups = K / p.G, per_group = p.G / 64;                                   \
+    const uint8_t* w = p.w + t * 2 * K;                                                              \
+    const uint16_t* sc = p.sc + t * 4 * groups * 2;                                                  \
+    const __m256i low4 = _mm256_set1_epi8(0x0F);                                                     \
+    for (int64_t m = 0; m < p.M; ++m) {                                                              \
+      const int8_t* xq = p.xq + m * K;                                                               \
+      const float* dx = p.dx + m * (K / 32);                                                         \
+      const float* xsum = p.xsum + m * groups;                                                       \
+      __m256 acc[4];                                                                                 \
+      float base[4] = {0.f, 0.f, 0.f, 0.f};                                                          \
+      for (int r = 0; r < 4; ++r) acc[r] = _mm256_setzero_ps();                                      \
+      for (int64_t g = 0; g < groups; ++g) {                                                         \
+        __m256 ga[4];                                                                                \
+        for (int r = 0; r < 4; ++r) ga[r] = _mm256_setzero_ps();                                     \
+        for (int64_t c = g * per_group; c < (g + 1) * per_group; ++c) {                              \
+          const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + c * 64));     \
+          const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + c * 64 + 32)); \
+          const __m256 d0 = _mm256_set1_ps(dx[2 * c]), d1 = _mm256_set1_ps(dx[2 * c + 1]);           \
+          const uint8_t* src = w + c * 128;                                                          \
+          if (m == 0) {                                                                              \
+            VLMZOO_PREFETCH(src);                                                                    \
+            VLMZOO_PREFETCH(src + 64);                                                               \
+          }                                                                                          \
+          for (int r = 0; r < 4; ++r) {                                                              \
+            const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + r * 32));   \
+            const __m256i lo = _mm256_and_si256(v, low4);                                            \
+            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);                     \
+            ga[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(DOT(lo, x0)), d0, ga[r]);                     \
+            ga[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(DOT(hi, x1)), d1, ga[r]);                     \
+          }                                                                                          \
+        }                                                                                            \
+        for (int r = 0; r < 4; ++r) {                                                                \
+          const uint16_t* s = sc + (r * groups + g) * 2;                                             \
+          acc[r] = _mm256_fmadd_ps(ga[r], _mm256_set1_ps(bf16_to_float(s[0])), acc[r]);              \
+          base[r] += (bf16_to_float(s[1]) - 8.f * bf16_to_float(s[0])) * xsum[g];                                                  \
+        }                                                                                            \
+      }                                                                                              \
+      for (int r = 0; r < 4; ++r) p.out[m * p.N + 4 * t + r] = avx2::hsum(acc[r]) + base[r];         \
+    }                                                                                                \
+  }                                                                                                  \
+  void int4_tiles(const Int4Problem& p, int64_t t0, int64_t t1) {                                    \
+    for (int64_t t = t0; t < t1; ++t) int4_tile(p, t);                                               \
+  }
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace avx2_int4 {
+inline __m256i dot(__m256i q, __m256i x) { return _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), _mm256_set1_epi16(1)); }
+VLMZOO_INT4_TILES_256(dot)
+
+// Rows [n0, n1) of an int8 weight times their scales, or of an int4 weight (n0, n1 multiples of 4), into
+// `out` [n1 - n0, K] as float32 or bfloat16: the weight a prefill-sized product then hands to a GEMM.
+inline void store8(float* dst, __m256 v) { _mm256_storeu_ps(dst, v); }
+inline void store8(uint16_t* dst, __m256 v) {  // round to nearest even, as float_to_bf16
+  __m256i b = _mm256_castps_si256(v);
+  const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(b, 16), _mm256_set1_epi32(1));
+  b = _mm256_srli_epi32(_mm256_add_epi32(b, _mm256_add_epi32(_mm256_set1_epi32(0x7FFF), odd)), 16);
+  const __m128i packed = _mm_packus_epi32(_mm256_castsi256_si128(b), _mm256_extracti128_si256(b, 1));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(dst), packed);
+}
+inline void store1(float* dst, float v) { *dst = v; }
+inline void store1(uint16_t* dst, float v) { *dst = float_to_bf16(v); }
+
+template <typename O>
+void dequantize_int8_rows(const int8_t* w, const float* scale, int64_t K, int64_t n0, int64_t n1, O* out) {
+  for (int64_t n = n0; n < n1; ++n) {
+    const __m256 s = _mm256_set1_ps(scale[n]);
+    const int8_t* src = w + n * K;
+    O* dst = out + n * K;
+    int64_t k = 0;
+    for (; k + 8 <= K; k += 8) {
+      const __m256i v = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + k)));
+      store8(dst + k, _mm256_mul_ps(_mm256_cvtepi32_ps(v), s));
+    }
+    for (; k < K; ++k) store1(dst + k, float(src[k]) * scale[n]);
+  }
+}
+
+template <typename O>
+void dequantize_int4_tiles(const uint8_t* w, const uint16_t* sc, int64_t K, int64_t G, int64_t t0, int64_t t1, O* out) {
+  const int64_t groups = K / G;
+  const __m256i low4 = _mm256_set1_epi32(15), eight = _mm256_set1_epi32(8);
+  for (int64_t t = t0; t < t1; ++t) {
+    for (int r = 0; r < 4; ++r) {
+      const int64_t n = 4 * t + r;
+      O* dst = out + n * K;
+      for (int64_t c = 0; c < K / 64; ++c) {
+        const uint8_t* src = w + t * 2 * K + c * 128 + r * 32;
+        const uint16_t* s = sc + (n * groups + c * 64 / G) * 2;
+        const __m256 scale = _mm256_set1_ps(bf16_to_float(s[0])), zero = _mm256_set1_ps(bf16_to_float(s[1]));
+        for (int j = 0; j < 32; j += 8) {
+          const __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + j)));
+          const __m256i lo = _mm256_sub_epi32(_mm256_and_si256(v, low4), eight);
+          const __m256i hi = _mm256_sub_epi32(_mm256_srli_epi32(v, 4), eight);
+          store8(dst + c * 64 + j, _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), scale, zero));
+          store8(dst + c * 64 + 32 + j, _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), scale, zero));
+        }
+      }
+    }
+  }
+}
+}  // namespace avx2_int4
+#pragma GCC pop_options
+
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,avxvnni")
 namespace avxvnni {
@@ -142,6 +276,9 @@ void block(const Problem& p, int64_t n) {
   }
 }
 VLMZOO_ROWS(block)
+
+inline __m256i dot(__m256i q, __m256i x) { return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), q, x); }
+VLMZOO_INT4_TILES_256(dot)
 }  // namespace avxvnni
 #pragma GCC pop_options
 
@@ -243,6 +380,51 @@ void block(const Problem& p, int64_t n) {
   }
 }
 VLMZOO_ROWS(block)
+
+// int4: a chunk of 64 inputs per vector; lanes 0-7 hold the first block of 32, lanes 8-15 the second.
+void int4_tile(const Int4Problem& p, int64_t t) {
+  const int64_t K = p.K, groups = K / p.G, per_group = p.G / 64;
+  const uint8_t* w = p.w + t * 2 * K;
+  const uint16_t* sc = p.sc + t * 4 * groups * 2;
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  const __m512i zero = _mm512_setzero_si512();
+  for (int64_t m = 0; m < p.M; ++m) {
+    const int8_t* xq = p.xq + m * K;
+    const float* dx = p.dx + m * (K / 32);
+    const float* xsum = p.xsum + m * groups;
+    __m512 acc[4];
+    float base[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int r = 0; r < 4; ++r) acc[r] = _mm512_setzero_ps();
+    for (int64_t g = 0; g < groups; ++g) {
+      __m512 ga[4];
+      for (int r = 0; r < 4; ++r) ga[r] = _mm512_setzero_ps();
+      for (int64_t c = g * per_group; c < (g + 1) * per_group; ++c) {
+        const __m512i xv = _mm512_loadu_si512(xq + c * 64);
+        const __m512 d = _mm512_insertf32x8(_mm512_set1_ps(dx[2 * c]), _mm256_set1_ps(dx[2 * c + 1]), 1);
+        const uint8_t* src = w + c * 128;
+        if (m == 0) {
+          VLMZOO_PREFETCH(src);
+          VLMZOO_PREFETCH(src + 64);
+        }
+        for (int r = 0; r < 4; ++r) {
+          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + r * 32));
+          const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(v, low4)),
+                                               _mm256_and_si256(_mm256_srli_epi16(v, 4), low4), 1);
+          ga[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, q, xv)), d, ga[r]);
+        }
+      }
+      for (int r = 0; r < 4; ++r) {
+        const uint16_t* s = sc + (r * groups + g) * 2;
+        acc[r] = _mm512_fmadd_ps(ga[r], _mm512_set1_ps(bf16_to_float(s[0])), acc[r]);
+        base[r] += (bf16_to_float(s[1]) - 8.f * bf16_to_float(s[0])) * xsum[g];
+      }
+    }
+    for (int r = 0; r < 4; ++r) p.out[m * p.N + 4 * t + r] = _mm512_reduce_add_ps(acc[r]) + base[r];
+  }
+}
+void int4_tiles(const Int4Problem& p, int64_t t0, int64_t t1) {
+  for (int64_t t = t0; t < t1; ++t) int4_tile(p, t);
+}
 }  // namespace avx512vnni
 #pragma GCC pop_options
 
@@ -332,6 +514,95 @@ torch::Tensor int8_vnni(torch::Tensor x, torch::Tensor w, torch::Tensor scale, s
   return out;
 }
 
+// int4 tiles [N / 4, 2K] as uint8 [N, K / 2], scales [N, K / G, 2] bfloat16; float32 activations
+// quantized here per block of 32 (signed, scale max|x| / 127).
+torch::Tensor int4(torch::Tensor x, torch::Tensor w, torch::Tensor scales, std::string isa) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat32 && x.is_contiguous() && x.device().is_cpu(),
+              "contiguous float32 CPU activations [M, K] expected");
+  TORCH_CHECK(w.dim() == 2 && w.scalar_type() == torch::kByte && w.is_contiguous() && w.size(1) * 2 == x.size(1) &&
+                  w.size(0) % 4 == 0 && x.size(1) % 64 == 0,
+              "int4 tiles [N, K / 2] (uint8) expected, N a multiple of 4 and K of 64");
+  TORCH_CHECK(scales.dim() == 3 && scales.scalar_type() == torch::kBFloat16 && scales.is_contiguous() &&
+                  scales.size(0) == w.size(0) && scales.size(2) == 2 && x.size(1) % scales.size(1) == 0 &&
+                  (x.size(1) / scales.size(1)) % 64 == 0,
+              "bfloat16 scales [N, K / G, 2] expected, G a multiple of 64");
+  TORCH_CHECK(isa == "avx512vnni" || isa == "avxvnni" || isa == "avx2", "isa must be avx512vnni, avxvnni or avx2");
+  TORCH_CHECK(has(isa.c_str()), "this CPU lacks ", isa);
+  const int64_t M = x.size(0), K = x.size(1), N = w.size(0), groups = scales.size(1), G = K / groups;
+  std::vector<int8_t> xq(M * K);
+  std::vector<float> dx(M * (K / 32)), xsum(M * groups, 0.f);
+  const float* X = x.data_ptr<float>();
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t b = 0; b < K / 32; ++b) {
+      const float* src = X + m * K + b * 32;
+      float amax = 0.f;
+      for (int k = 0; k < 32; ++k) amax = std::max(amax, std::fabs(src[k]));
+      const float d = amax / 127.f, inv = amax > 0.f ? 127.f / amax : 0.f;
+      int sum = 0;
+      for (int k = 0; k < 32; ++k) {
+        const int q = int(std::nearbyint(src[k] * inv));
+        xq[m * K + b * 32 + k] = int8_t(q);
+        sum += q;
+      }
+      dx[m * (K / 32) + b] = d;
+      xsum[m * groups + b * 32 / G] += d * float(sum);
+    }
+  }
+  auto out = torch::empty({M, N}, x.options());
+  Int4Problem p{xq.data(), dx.data(), xsum.data(), w.data_ptr<uint8_t>(),
+                reinterpret_cast<const uint16_t*>(scales.data_ptr()), out.data_ptr<float>(), M, N, K, G};
+  TilesFn fn = isa == "avx512vnni" ? avx512vnni::int4_tiles : isa == "avxvnni" ? avxvnni::int4_tiles : avx2_int4::int4_tiles;
+  at::parallel_for(0, N / 4, kGrain / 4, [&](int64_t t0, int64_t t1) { fn(p, t0, t1); });
+  return out;
+}
+
+// Rows [n0, n1) of a quantized weight in floating point (`out`: [n1 - n0, K], float32 or bfloat16).
+void dequantize_int8(torch::Tensor w, torch::Tensor scales, int64_t n0, int64_t n1, torch::Tensor out) {
+  TORCH_CHECK(w.dim() == 2 && w.scalar_type() == torch::kInt8 && w.is_contiguous(), "int8 weight [N, K] expected");
+  TORCH_CHECK(scales.scalar_type() == torch::kFloat32 && scales.is_contiguous() && scales.numel() == w.size(0),
+              "float32 scales [N] expected");
+  TORCH_CHECK(0 <= n0 && n0 <= n1 && n1 <= w.size(0) && out.is_contiguous() && out.dim() == 2 &&
+                  out.size(0) >= n1 - n0 && out.size(1) == w.size(1),
+              "out [n1 - n0, K] expected");
+  TORCH_CHECK(has("avx2"), "this CPU lacks avx2");
+  const int64_t K = w.size(1);
+  const int8_t* W = w.data_ptr<int8_t>() + n0 * K;
+  const float* S = scales.data_ptr<float>() + n0;
+  if (out.scalar_type() == torch::kFloat32) {
+    float* O = out.data_ptr<float>();
+    at::parallel_for(0, n1 - n0, kGrain, [&](int64_t a, int64_t b) { avx2_int4::dequantize_int8_rows(W, S, K, a, b, O); });
+  } else {
+    TORCH_CHECK(out.scalar_type() == torch::kBFloat16, "out must be float32 or bfloat16");
+    uint16_t* O = reinterpret_cast<uint16_t*>(out.data_ptr());
+    at::parallel_for(0, n1 - n0, kGrain, [&](int64_t a, int64_t b) { avx2_int4::dequantize_int8_rows(W, S, K, a, b, O); });
+  }
+}
+
+void dequantize_int4(torch::Tensor w, torch::Tensor scales, int64_t n0, int64_t n1, torch::Tensor out) {
+  TORCH_CHECK(w.dim() == 2 && w.scalar_type() == torch::kByte && w.is_contiguous() && w.size(0) % 4 == 0 &&
+                  w.size(1) % 32 == 0,
+              "int4 tiles [N, K / 2] expected");
+  const int64_t K = w.size(1) * 2;
+  TORCH_CHECK(scales.dim() == 3 && scales.scalar_type() == torch::kBFloat16 && scales.is_contiguous() &&
+                  scales.size(0) == w.size(0) && K % scales.size(1) == 0 && (K / scales.size(1)) % 64 == 0,
+              "bfloat16 scales [N, K / G, 2] expected");
+  TORCH_CHECK(0 <= n0 && n0 <= n1 && n1 <= w.size(0) && n0 % 4 == 0 && n1 % 4 == 0 && out.is_contiguous() &&
+                  out.dim() == 2 && out.size(0) >= n1 - n0 && out.size(1) == K,
+              "out [n1 - n0, K] expected, n0 and n1 multiples of 4");
+  TORCH_CHECK(has("avx2"), "this CPU lacks avx2");
+  const int64_t G = K / scales.size(1);
+  const uint8_t* W = w.data_ptr<uint8_t>() + n0 * K / 2;
+  const uint16_t* S = reinterpret_cast<const uint16_t*>(scales.data_ptr()) + n0 * (K / G) * 2;
+  if (out.scalar_type() == torch::kFloat32) {
+    float* O = out.data_ptr<float>();
+    at::parallel_for(0, (n1 - n0) / 4, kGrain / 4, [&](int64_t a, int64_t b) { avx2_int4::dequantize_int4_tiles(W, S, K, G, a, b, O); });
+  } else {
+    TORCH_CHECK(out.scalar_type() == torch::kBFloat16, "out must be float32 or bfloat16");
+    uint16_t* O = reinterpret_cast<uint16_t*>(out.data_ptr());
+    at::parallel_for(0, (n1 - n0) / 4, kGrain / 4, [&](int64_t a, int64_t b) { avx2_int4::dequantize_int4_tiles(W, S, K, G, a, b, O); });
+  }
+}
+
 std::vector<std::string> paths() {
   std::vector<std::string> found;
   for (const char* name : {"avx2", "avx512", "avx512bf16", "avx512vnni", "avxvnni"})
@@ -346,4 +617,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("generic", &generic, "float32 x times float32/bfloat16/int8 weight (AVX2 or AVX-512)");
   m.def("bf16", &bf16, "bfloat16 x times bfloat16 weight (AVX-512 BF16)");
   m.def("int8_vnni", &int8_vnni, "float32 x quantized per block of 32 times int8 weight (VNNI)");
+  m.def("int4", &int4, "float32 x quantized per block of 32 times int4 tiles (VNNI or AVX2)");
+  m.def("dequantize_int8", &dequantize_int8, "rows of an int8 weight times their scales, into out");
+  m.def("dequantize_int4", &dequantize_int4, "rows of an int4 weight (tiles), into out");
 }

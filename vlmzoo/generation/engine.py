@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
@@ -18,8 +18,21 @@ from vlmzoo.generation.cache import KVCache
 from vlmzoo.generation.checks import check_finite, check_max_new_tokens, hf_sampler_arguments
 from vlmzoo.generation.samplers import Sampler, make_sampler
 
-if TYPE_CHECKING:
-    from vlmzoo.model.paligemma import PaliGemma
+
+class PrefixLM(Protocol):
+    """What generation reads of a model (a `PaliGemma`, or any assembly with the same parts), so this layer
+    needs no family's model class: its config (``decoder``, ``eos_token_ids``, ``pad_token_id``), device,
+    decoder (``language_model``), and the inputs and masks it prepares for a prefix-LM pass."""
+
+    config: Any
+    language_model: Any
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def prepare(self, input_ids, pixel_values=None, attention_mask=None, token_type_ids=None) -> Any: ...
+
+    def masks(self, prepared: Any) -> dict: ...
 
 
 @dataclass
@@ -67,7 +80,7 @@ def _prompt_history(input_ids: torch.Tensor, valid: torch.Tensor) -> torch.Tenso
 
 
 def stream(
-    model,
+    model: PrefixLM,
     input_ids: torch.Tensor,
     pixel_values: torch.Tensor | None = None,
     attention_mask: torch.Tensor | None = None,
@@ -143,7 +156,7 @@ def stream(
 
 
 def generate(
-    model: PaliGemma,
+    model: PrefixLM,
     input_ids: torch.Tensor,
     pixel_values: torch.Tensor | None = None,
     attention_mask: torch.Tensor | None = None,

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from vlmzoo.plugins import resolve_registries
+
 
 class Sampler:
     """Base sampler: plain sampling from the softmax of the logits."""
@@ -162,10 +164,7 @@ def make_sampler(spec: str | Sampler | None, registries=None, **options: Any) ->
         return spec
     if not isinstance(spec, str):
         raise TypeError(f"sampler must be a name or a Sampler, got {type(spec).__name__}")
-    if registries is None:
-        from vlmzoo.plugins import get_registries
-
-        registries = get_registries()
+    registries = resolve_registries(registries)
     parts, used = [], set()
     for key in (k.strip() for k in spec.split("+")):
         factory = registries.sampler.get(key)

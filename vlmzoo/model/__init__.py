@@ -2,6 +2,6 @@
 
 from vlmzoo.model.decoder import GemmaDecoder
 from vlmzoo.model.masks import attention_mask
-from vlmzoo.model.paligemma import PaliGemma, PaliGemmaOutput
+from vlmzoo.paligemma.model import PaliGemma, PaliGemmaOutput
 
 __all__ = ["GemmaDecoder", "PaliGemma", "PaliGemmaOutput", "attention_mask"]

@@ -15,16 +15,14 @@ from torch import nn
 
 from vlmzoo.components.linear import Linear
 from vlmzoo.components.quantized import QuantizationScheme, QuantizedEmbedding, QuantizedLinear
+from vlmzoo.plugins import resolve_registries
 
 HEAD_SCHEME = "int8"
 
 
 def get_scheme(name: str, registries=None) -> QuantizationScheme:
     """The registered scheme called ``name`` (``"int8"``, ``"int4"`` or a plugin's)."""
-    if registries is None:
-        from vlmzoo.plugins import get_registries
-
-        registries = get_registries()
+    registries = resolve_registries(registries)
     if not isinstance(name, str):
         raise TypeError(f"quantize takes a scheme name such as 'int8' or 'int4', got {type(name).__name__}")
     return registries.quantization.get(name)

@@ -1,7 +1,13 @@
-"""Turn images and prompts into PaliGemma inputs (and token ids back into text), without transformers."""
+"""Turn images and prompts into model inputs (and token ids back into text), without transformers.
 
-from .images import ImageInput, ImageLoadError, load_image, preprocess_images, to_rgb_array
-from .processor import EXTRA_TOKENS, IGNORE_INDEX, BatchEncoding, PaliGemmaProcessor, load_processor
+The shared parts live here (image preprocessing, the tokenizer and image-settings readers, the batch
+type); each family's processor lives in its folder. `PaliGemmaProcessor` and `load_processor` are
+re-exported from `vlmzoo.paligemma.processor`.
+"""
+
+from vlmzoo.paligemma.processor import EXTRA_TOKENS, IGNORE_INDEX, PaliGemmaProcessor, load_processor
+from vlmzoo.processing.batch import BatchEncoding
+from vlmzoo.processing.images import ImageInput, ImageLoadError, load_image, preprocess_images, to_rgb_array
 
 __all__ = [
     "EXTRA_TOKENS",

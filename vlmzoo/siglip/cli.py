@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 
 def _classify(args: argparse.Namespace) -> int:
-    import vlmzoo
+    from vlmzoo.cli.common import load_pipeline, print_json
     from vlmzoo.cli.generate import image_paths
     from vlmzoo.siglip.pipeline import ImageTextModel
 
@@ -15,13 +14,13 @@ def _classify(args: argparse.Namespace) -> int:
     if not labels:
         raise ValueError("--labels must name at least one label, e.g. --labels 'a cat;a dog'")
     paths = image_paths(args.image)
-    model = vlmzoo.load(args.model, device=args.device, dtype=args.dtype)
+    model = load_pipeline(args, dtype=args.dtype)
     if not isinstance(model, ImageTextModel):
         raise ValueError(f"{args.model} is not an image-text model (such as SigLIP); classify needs one")
     results = model.classify([str(path) for path in paths], labels, template=args.template)
     for path, result in zip(paths, results, strict=True):
         if args.json:
-            print(json.dumps({"image": str(path), **result.to_dict()}))
+            print_json({"image": str(path), **result.to_dict()})
             continue
         print(f"{path}: {result.best}")
         for label, probability in result.ranked()[: args.top]:

@@ -12,7 +12,9 @@ from vlmzoo.components.linear import Linear
 from vlmzoo.components.parts import Parts
 from vlmzoo.components.vision import SiglipLayer
 from vlmzoo.config import VisionConfig
+from vlmzoo.plugins import resolve_registries
 from vlmzoo.registry import Registries
+from vlmzoo.siglip.checkpoints import save_pretrained
 from vlmzoo.siglip.config import SiglipConfig, SiglipTextConfig
 
 __all__ = ["AttentionPoolingHead", "SiglipModel", "SiglipOutput", "SiglipTextTower"]
@@ -98,10 +100,7 @@ class SiglipModel(nn.Module):
 
     def __init__(self, config: SiglipConfig, registries: Registries | None = None) -> None:
         super().__init__()
-        if registries is None:
-            from vlmzoo.plugins import get_registries
-
-            registries = get_registries()
+        registries = resolve_registries(registries)
         self.config = config
         vision = config.vision
         vision_parts = Parts.resolve(registries, attention=vision.attention, norm=vision.norm, mlp=vision.mlp)
@@ -161,6 +160,4 @@ class SiglipModel(nn.Module):
 
     def save_pretrained(self, directory, max_shard_size: int | str = "5GB"):
         """Write config.json and safetensors in the Hugging Face ``SiglipModel`` layout (transformers loads it)."""
-        from vlmzoo.siglip.checkpoints import save_pretrained
-
         return save_pretrained(self, directory, max_shard_size=max_shard_size)

@@ -22,15 +22,15 @@ from tokenizers import Tokenizer
 from vlmzoo.checkpoints.atomic import staged_directory
 from vlmzoo.checkpoints.hub import resolve
 from vlmzoo.errors import InvalidFileError
-from vlmzoo.processing import BatchEncoding, preprocess_images
-from vlmzoo.processing.processor import load_tokenizer, read_image_settings, token_content
+from vlmzoo.processing.batch import BatchEncoding
+from vlmzoo.processing.files import PREPROCESSOR_CONFIG_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, read_json
+from vlmzoo.processing.image_settings import read_image_settings
+from vlmzoo.processing.images import preprocess_images
+from vlmzoo.processing.tokenizer import load_tokenizer, token_content
 from vlmzoo.values import is_integer
 
 __all__ = ["DEFAULT_TEMPLATE", "SiglipProcessor", "load_siglip_processor"]
 
-TOKENIZER_FILE = "tokenizer.json"
-TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
-PREPROCESSOR_CONFIG_FILE = "preprocessor_config.json"
 DEFAULT_MAX_LENGTH = 64
 #: The prompt template transformers' zero-shot pipeline puts SigLIP labels in.
 DEFAULT_TEMPLATE = "This is a photo of {}."
@@ -186,16 +186,6 @@ class SiglipProcessor:
         return [directory / name for name in (TOKENIZER_FILE, TOKENIZER_CONFIG_FILE, PREPROCESSOR_CONFIG_FILE)]
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InvalidFileError(path, f"not valid JSON ({err}); download or save the processor again") from None
-    if not isinstance(data, dict):
-        raise InvalidFileError(path, f"must hold a JSON object, not a {type(data).__name__}")
-    return data
-
-
 def _text_length(directory: Path, tokenizer_config: dict) -> int:
     """The text tower's length: config.json's (``text_config.max_position_embeddings``), else the tokenizer's
     ``model_max_length`` when it is a real length, else 64."""
@@ -203,7 +193,7 @@ def _text_length(directory: Path, tokenizer_config: dict) -> int:
     if not path.is_file():
         saved = tokenizer_config.get("model_max_length")
         return saved if is_integer(saved, 1) and saved <= 1_000_000 else DEFAULT_MAX_LENGTH
-    data = _read_json(path)
+    data = read_json(path)
     own = data.get("vlmzoo")
     if isinstance(own, dict) and isinstance(own.get("text"), dict) and "max_length" in own["text"]:
         value, field = own["text"]["max_length"], "vlmzoo.text.max_length"
@@ -247,7 +237,7 @@ def load_siglip_processor(
     text_settings: dict[str, Any] = {"pad_token": "<pad>", "padding_side": "right", "return_attention_mask": True}
     config: dict = {}
     if (directory / TOKENIZER_CONFIG_FILE).is_file():
-        config = _read_json(directory / TOKENIZER_CONFIG_FILE)
+        config = read_json(directory / TOKENIZER_CONFIG_FILE)
         text_settings["pad_token"] = token_content(config.get("pad_token")) or "<pad>"
         text_settings["padding_side"] = config.get("padding_side", "right")
         names = config.get("model_input_names")

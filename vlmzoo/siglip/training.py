@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from vlmzoo.checkpoints.loading import from_pretrained
 from vlmzoo.processing import load_image
 from vlmzoo.progress import progress_bar
 from vlmzoo.siglip.data import Pair, load_pairs
@@ -25,6 +26,7 @@ from vlmzoo.siglip.processor import SiglipProcessor, load_siglip_processor
 from vlmzoo.training.config import TrainingConfig
 from vlmzoo.training.distributed import ProcessGroup, join
 from vlmzoo.training.trainer import CONFIG_FILE, METRICS_FILE, MetricsLog, seed_everything, warmup_cosine
+from vlmzoo.zoo import build
 
 __all__ = ["train_pairs"]
 
@@ -54,8 +56,6 @@ def train_pairs(
 
 
 def _run(config: TrainingConfig, group: ProcessGroup, model, processor, train_records, eval_records):
-    import vlmzoo
-
     device = group.device
     seed_everything(config.seed)
     if processor is None:
@@ -83,11 +83,11 @@ def _run(config: TrainingConfig, group: ProcessGroup, model, processor, train_re
     if model is None:
         if config.init == "random":
             init = {} if config.init_std is None else {"init_std": config.init_std}
-            model = vlmzoo.build(
+            model = build(
                 config.model, device=device, dtype=torch.float32, seed=config.seed, **init, **config.model_overrides
             )
         else:
-            model = vlmzoo.from_pretrained(config.model, dtype=torch.float32, device=device)
+            model = from_pretrained(config.model, dtype=torch.float32, device=device)
     model = model.to(device)
     processor.check_model(model.config)
     model.train()

@@ -18,22 +18,16 @@ from vlmzoo.tasks.base import Postprocessor, TaskError, check_language, check_na
 from vlmzoo.tasks.detection import Detect
 from vlmzoo.tasks.drawing import draw_objects, label_color
 from vlmzoo.tasks.locations import DEFAULT_BINS, LocatedText, clean_text, format_objects, parse_located_text
+from vlmzoo.tasks.mask_decoding import MaskDecoder, VaeFileError, load_mask_decoder, place_mask
 from vlmzoo.tasks.mask_encoding import MaskEncoder, load_mask_encoder
 from vlmzoo.tasks.matching import IOU_THRESHOLD, box_iou, match_objects
 from vlmzoo.tasks.results import DetectedObject, ImageSizeError, TaskResult, check_image_size
 from vlmzoo.tasks.rle import mask_to_rle, rle_to_mask
-from vlmzoo.tasks.segmentation import (
-    MaskDecoder,
-    Segment,
-    VaeFileError,
-    convert_vae_to_safetensors,
-    load_mask_decoder,
-    place_mask,
-)
+from vlmzoo.tasks.segmentation import Segment
 from vlmzoo.tasks.segmentation_metrics import SegmentationTally
 from vlmzoo.tasks.targets import located_suffix
 from vlmzoo.tasks.text import Answer, Caption, Ocr, TextPostprocessor
-from vlmzoo.tasks.vae_files import default_vae_file
+from vlmzoo.tasks.vae_files import convert_vae_to_safetensors, default_vae_file
 
 __all__ = [
     "IOU_THRESHOLD",

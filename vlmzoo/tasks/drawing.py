@@ -9,14 +9,25 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import PIL.Image
 import PIL.ImageDraw
 import PIL.ImageFont
 
-from vlmzoo.tasks.results import DetectedObject
+from vlmzoo.processing.images import load_image
+
+
+class Drawable(Protocol):
+    """What drawing reads of an object: plain data, so any result type (a `DetectedObject`, a plugin's own)
+    can be drawn without this module knowing it."""
+
+    label: str
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
+    mask: Any  # bool [height, width], or None
+    score: float | None
+
 
 # Tableau-like colours that stay distinct from each other and readable under black or white text.
 PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -54,14 +65,12 @@ def _font(size: int, font: str | None) -> PIL.ImageFont.ImageFont | PIL.ImageFon
 def _as_rgb_image(image: Any) -> PIL.Image.Image:
     if isinstance(image, PIL.Image.Image):
         return image.convert("RGB")  # a copy: the caller's image is never drawn on
-    from vlmzoo.processing.images import load_image
-
     return load_image(image)
 
 
 def draw_objects(
     image: Any,
-    objects: Iterable[DetectedObject],
+    objects: Iterable[Drawable],
     *,
     colors: Mapping[str, tuple[int, int, int]] | None = None,
     mask_alpha: float = 0.45,
@@ -74,7 +83,8 @@ def draw_objects(
 
     Args:
         image: a PIL image, a file path, an array or a tensor (anything the processor accepts).
-        objects: boxes in pixels of ``image`` (as the post-processors return them).
+        objects: what to draw: anything with ``label``, ``box`` (pixels of ``image``), ``mask`` and ``score``,
+            such as the `DetectedObject`s the post-processors return.
         colors: label → RGB overrides; other labels get `label_color`.
         mask_alpha: opacity of mask fills, 0..1.
         line_width: box outline width in pixels; default about 0.4% of the shorter side, at least 1.
@@ -92,7 +102,7 @@ def draw_objects(
     font_size = max(10, round(short * 0.035)) if font_size is None else int(font_size)
     colors = dict(colors or {})
 
-    def color_of(obj: DetectedObject) -> tuple[int, int, int]:
+    def color_of(obj: Drawable) -> tuple[int, int, int]:
         return tuple(colors.get(obj.label, label_color(obj.label)))  # type: ignore[return-value]
 
     masked = [o for o in objects if o.mask is not None]

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlmzoo.tasks.segmentation import (
+from vlmzoo.tasks.mask_decoding import (
     CODE_DIM,
     GRID,
     MASK_SIZE,

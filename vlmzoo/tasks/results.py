@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from vlmzoo.errors import VlmzooError
+from vlmzoo.tasks.drawing import draw_objects
 from vlmzoo.tasks.rle import mask_to_rle
 
 Box = tuple[float, float, float, float]
@@ -121,8 +122,6 @@ class TaskResult:
         ``image`` is anything the processor accepts (PIL image, path, array); ``options`` go to
         `vlmzoo.tasks.draw_objects` (``colors``, ``mask_alpha``, ``line_width``, ``font_size``, ``font``).
         """
-        from vlmzoo.tasks.drawing import draw_objects
-
         return draw_objects(image, self.objects, **options)
 
     def to_dict(self) -> dict[str, Any]:

@@ -16,10 +16,19 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from vlmzoo.progress import progress_bar
-from vlmzoo.tasks.segmentation import VaeFileError, convert_vae_to_safetensors
+import numpy as np
 
-__all__ = ["DEFAULT_VAE_NAME", "DEFAULT_VAE_URL", "default_vae_file", "default_vae_path"]
+from vlmzoo.progress import progress_bar
+from vlmzoo.tasks.mask_decoding import (
+    VaeFileError,
+    decoder_shapes,
+    decoder_state,
+    read_vae_weights,
+    resolve_vae_file,
+)
+from vlmzoo.tasks.mask_encoding import check_encoder_weights
+
+__all__ = ["DEFAULT_VAE_NAME", "DEFAULT_VAE_URL", "convert_vae_to_safetensors", "default_vae_file", "default_vae_path"]
 
 #: Where big_vision publishes the VQ-VAE PaliGemma's ``<seg>`` tokens were made with.
 DEFAULT_VAE_URL = "https://storage.googleapis.com/big_vision/paligemma/vae-oid.npz"
@@ -80,3 +89,32 @@ def default_vae_file(cache_dir: str | os.PathLike | None = None, url: str = DEFA
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return target
+
+
+def convert_vae_to_safetensors(npz: str | os.PathLike, output: str | os.PathLike) -> Path:
+    """Write ``vae-oid.npz`` (codebook, ``decoder.*`` and, when present, ``encoder.*``; same key names) as safetensors.
+
+    Every key and shape is checked first (the encoder's too, when the file has one); the file is written
+    next to ``output`` under a temporary name, then moved into
+    place, so an existing ``output`` is replaced only by a complete file.
+    """
+    from safetensors.numpy import save_file
+
+    source = resolve_vae_file(npz)
+    weights = read_vae_weights(source)
+    decoder_state(weights, str(source))  # the same checks as loading
+    keys = list(decoder_shapes())
+    if any(key.startswith("encoder.") for key in weights):
+        keys += [key for key in check_encoder_weights(weights, str(source)) if key not in keys]
+    kept = {key: np.ascontiguousarray(weights[key], dtype=np.float32) for key in keys}
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp", dir=output.parent)
+    os.close(handle)
+    try:
+        save_file(kept, temporary, metadata={"format": "np", "source": source.name})
+        os.replace(temporary, output)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return output

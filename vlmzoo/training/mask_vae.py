@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlmzoo.progress import progress_bar
+from vlmzoo.tasks.mask_decoding import CODE_DIM, GRID, NUM_CODES, MaskDecoder
 from vlmzoo.tasks.mask_encoding import MaskEncoder, nearest_codes
-from vlmzoo.tasks.segmentation import CODE_DIM, GRID, NUM_CODES, MaskDecoder
 
 __all__ = ["MaskVae", "save_mask_vae", "train_mask_vae"]
 

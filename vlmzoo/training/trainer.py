@@ -27,6 +27,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from vlmzoo.checkpoints.loading import from_pretrained
 from vlmzoo.errors import VlmzooError
 from vlmzoo.processing import PaliGemmaProcessor, load_processor
 from vlmzoo.progress import progress_bar
@@ -47,6 +48,7 @@ from vlmzoo.training.lora import apply_lora, merge_lora
 from vlmzoo.training.loss import SuffixLoss, count_targets
 from vlmzoo.training.parts import freeze_all_but
 from vlmzoo.training.sampling import StepBatches
+from vlmzoo.zoo import build, get_config
 
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "training_config.json"
@@ -126,7 +128,6 @@ def _family(model: nn.Module | None, values: dict[str, Any]):
     from vlmzoo.config import PaliGemmaConfig
     from vlmzoo.families import family_of_config, family_of_json
     from vlmzoo.plugins import get_registries
-    from vlmzoo.zoo import get_config
 
     registries = get_registries()
     if model is not None:
@@ -219,23 +220,21 @@ class Trainer:
 
     def _load_model(self, device: torch.device, checkpoint: Path | None) -> nn.Module:
         """The model to train: in memory, from a checkpoint, or a randomly initialised zoo variant."""
-        import vlmzoo
-
         config = self.config
         weights_from = checkpoint if checkpoint is not None and config.train != "lora" else None
         if self._model is not None:
             model = self._model.to(device)
             if weights_from is not None:
-                model.load_state_dict(vlmzoo.from_pretrained(weights_from, dtype=model.dtype).state_dict())
+                model.load_state_dict(from_pretrained(weights_from, dtype=model.dtype).state_dict())
             return model
         if weights_from is not None:
-            return vlmzoo.from_pretrained(weights_from, dtype=torch.float32, device=device)
+            return from_pretrained(weights_from, dtype=torch.float32, device=device)
         if config.init == "random":
             init = {} if config.init_std is None else {"init_std": config.init_std}
-            return vlmzoo.build(
+            return build(
                 config.model, device=device, dtype=torch.float32, seed=config.seed, **init, **config.model_overrides
             )
-        return vlmzoo.from_pretrained(config.model, dtype=torch.float32, device=device)
+        return from_pretrained(config.model, dtype=torch.float32, device=device)
 
     def _records(self, given: list[Record] | None, path: str | None) -> list[Record] | None:
         if given is not None:
@@ -534,9 +533,7 @@ class Trainer:
 
     def _rebuilt(self, model_config, state: dict[str, torch.Tensor], lora: bool = False) -> nn.Module:
         """A CPU model holding ``state`` (a gathered FSDP state dict), with LoRA merged when it has adapters."""
-        import vlmzoo
-
-        model = vlmzoo.build(model_config, device="meta", dtype=torch.float32)
+        model = build(model_config, device="meta", dtype=torch.float32)
         if lora:
             settings = self.config.lora
             apply_lora(model, settings.targets, rank=settings.rank, alpha=settings.alpha)

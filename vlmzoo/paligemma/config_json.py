@@ -16,9 +16,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from vlmzoo.checkpoints.hf_config import config_from_hf, config_to_hf, hf_differences
 from vlmzoo.checkpoints.hf_fields import ConfigConversionError
 from vlmzoo.config import PaliGemmaConfig
+from vlmzoo.paligemma.hf_config import config_from_hf, config_to_hf, hf_differences
 
 __all__ = ["VLMZOO_KEY", "VLMZOO_MODEL_TYPE", "config_from_json", "config_to_json"]
 

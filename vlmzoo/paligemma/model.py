@@ -8,11 +8,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlmzoo.checkpoints.saving import save_pretrained
 from vlmzoo.components.parts import Parts
 from vlmzoo.components.projector import Projector
 from vlmzoo.config import PaliGemmaConfig
+from vlmzoo.generation.engine import generate, stream
 from vlmzoo.model.decoder import GemmaDecoder
 from vlmzoo.model.masks import attention_mask
+from vlmzoo.model.quantize import quantize_model
+from vlmzoo.plugins import resolve_registries
 from vlmzoo.registry import Registries
 
 IGNORE_INDEX = -100
@@ -41,10 +45,7 @@ class PaliGemma(nn.Module):
 
     def __init__(self, config: PaliGemmaConfig, registries: Registries | None = None) -> None:
         super().__init__()
-        if registries is None:
-            from vlmzoo.plugins import get_registries
-
-            registries = get_registries()
+        registries = resolve_registries(registries)
         self.config = config
         vision = config.vision
         vision_parts = Parts.resolve(registries, attention=vision.attention, norm=vision.norm, mlp=vision.mlp)
@@ -75,8 +76,6 @@ class PaliGemma(nn.Module):
         A quantized model is refused unless ``dequantize=True``, which writes its dequantized weights in
         the model's dtype (a float checkpoint that carries the quantization error).
         """
-        from vlmzoo.checkpoints.saving import save_pretrained
-
         return save_pretrained(self, directory, max_shard_size=max_shard_size, dequantize=dequantize)
 
     def quantize(self, scheme: str = "int8") -> PaliGemma:
@@ -85,21 +84,15 @@ class PaliGemma(nn.Module):
         The decoder's linear layers use ``scheme``, the output head int8; the vision tower, projector,
         norms and biases stay in floating point. See `vlmzoo.model.quantize`.
         """
-        from vlmzoo.model.quantize import quantize_model
-
         return quantize_model(self, scheme)
 
     def generate(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
         """Generate new tokens [B, n] after the prompt; see `vlmzoo.generation.generate` for the options
         (``max_new_tokens``, ``sampler``, ``stop_at_eos``, ``seed``, sampler options such as ``top_p``)."""
-        from vlmzoo.generation.engine import generate
-
         return generate(self, input_ids, pixel_values, **kwargs)
 
     def stream(self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None = None, **kwargs):
         """Iterate over `GenerationStep`s as tokens are made; same options as `generate`."""
-        from vlmzoo.generation.engine import stream
-
         return stream(self, input_ids, pixel_values, **kwargs)
 
     def image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:

@@ -1,13 +1,9 @@
 """PaliGemma processor: prompts + images → model inputs, and token ids → text.
 
 Output matches transformers' ``PaliGemmaProcessor`` exactly (ids, masks, token types, labels, pixels)
-so checkpoints behave as they were evaluated, without depending on transformers. The layout is::
-
-    <image> * num_image_tokens + <bos> + prompt + "\\n" [+ suffix + <eos>]
-
-The prefix (image tokens, ``<bos>``, prompt and the newline) is tokenized as *one* string, exactly as
-transformers does, so the newline may merge with the prompt's last characters in the BPE; the suffix
-(with ``<eos>`` appended as text) is tokenized separately. Batches are padded on the left so the last
+so checkpoints behave as they were evaluated, without depending on transformers. The prompt layout and
+labels are `vlmzoo.paligemma.prompts`, decoding `vlmzoo.paligemma.decoding`; the tokenizer and image
+settings are read by the shared `vlmzoo.processing` modules. Batches are padded on the left so the last
 position of every row is the last real token, which batched generation relies on.
 """
 
@@ -15,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,24 +24,35 @@ from tokenizers import AddedToken, Tokenizer
 from vlmzoo.checkpoints.atomic import staged_directory
 from vlmzoo.checkpoints.hub import resolve
 from vlmzoo.errors import InvalidFileError, VlmzooError
-from vlmzoo.values import is_finite_number, is_integer
+from vlmzoo.paligemma.decoding import id_list, sequences_of, skipped_ids
+from vlmzoo.paligemma.prompts import (
+    EXTRA_TOKENS,
+    IGNORE_INDEX,
+    as_list,
+    check_prompts,
+    check_suffixes,
+    encode_example,
+    pad_rows,
+    padded_width,
+    suffix_labels,
+)
+from vlmzoo.processing.batch import BatchEncoding
+from vlmzoo.processing.files import (
+    MODEL_CONFIG_FILE,
+    PREPROCESSOR_CONFIG_FILE,
+    PROCESSOR_CONFIG_FILE,
+    TOKENIZER_CONFIG_FILE,
+    TOKENIZER_FILE,
+    read_json,
+)
+from vlmzoo.processing.image_settings import image_config, read_image_settings
+from vlmzoo.processing.images import ImageInput, preprocess_images
+from vlmzoo.processing.tokenizer import load_tokenizer, token_content
+from vlmzoo.values import is_integer
 
-from .images import ImageInput, preprocess_images
+__all__ = ["EXTRA_TOKENS", "IGNORE_INDEX", "BatchEncoding", "PaliGemmaProcessor", "load_processor"]
 
-__all__ = ["BatchEncoding", "PaliGemmaProcessor", "load_processor", "EXTRA_TOKENS", "IGNORE_INDEX"]
-
-#: Label value ignored by the loss (PyTorch's cross-entropy default).
-IGNORE_INDEX = -100
-#: Detection / segmentation tokens PaliGemma adds to the Gemma vocabulary (transformers adds them too).
-EXTRA_TOKENS = [f"<loc{i:04d}>" for i in range(1024)] + [f"<seg{i:03d}>" for i in range(128)]
-_LOC_SEG_RE = re.compile(r"<(?:loc\d{4}|seg\d{3})>")
-
-TOKENIZER_FILE = "tokenizer.json"
-TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 MASK_VAE_FILE = "mask_vae.safetensors"  # a model's own mask VQ-VAE, named by preprocessor_config.json's "mask_vae"
-PREPROCESSOR_CONFIG_FILE = "preprocessor_config.json"  # hub layout: image settings at top level
-PROCESSOR_CONFIG_FILE = "processor_config.json"  # newer transformers: image settings under "image_processor"
-MODEL_CONFIG_FILE = "config.json"
 DEFAULT_MAX_LENGTH = 8192
 _PATCH_SIZE = 14  # SigLIP So400m/14: image_seq_length = (image_size / 14) ** 2 when a config omits it
 _DIR_CONTENTS_HINT = (
@@ -54,29 +60,6 @@ _DIR_CONTENTS_HINT = (
     "preprocessor_config.json (Hugging Face hub layout) or processor_config.json (newer transformers "
     "layout, image settings under 'image_processor'); config.json is optional."
 )
-
-
-class BatchEncoding(dict):
-    """A dict of model inputs with attribute access (``enc.input_ids``) and ``.to(device)``."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(f"BatchEncoding has no field {name!r}; available: {', '.join(self.keys())}") from None
-
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> BatchEncoding:
-        """Move tensors to `device`; `dtype` applies to floating tensors only (pixel_values), not ids."""
-        out = BatchEncoding()
-        for key, value in self.items():
-            if isinstance(value, torch.Tensor):
-                value = value.to(device=device, dtype=dtype if value.is_floating_point() else None)
-            out[key] = value
-        return out
-
-
-def _as_list(value: Any) -> list:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def _one_of(name: str, value: Any, alias: str, alias_value: Any) -> Any:
@@ -193,11 +176,8 @@ class PaliGemmaProcessor:
 
     def _refresh_skip_ids(self) -> None:
         """Ids dropped by ``skip_special_tokens``: special added tokens, but never loc/seg tokens."""
-        skip = {self.bos_token_id, self.eos_token_id, self.pad_token_id, self.image_token_id}
-        for token_id, token in self.tokenizer.get_added_tokens_decoder().items():
-            if token.special:
-                skip.add(int(token_id))
-        self._skip_ids = frozenset(i for i in skip if not _LOC_SEG_RE.fullmatch(self.tokenizer.id_to_token(i) or ""))
+        special = (self.bos_token_id, self.eos_token_id, self.pad_token_id, self.image_token_id)
+        self._skip_ids = skipped_ids(self.tokenizer, special)
 
     @property
     def vocab_size(self) -> int:
@@ -217,29 +197,10 @@ class PaliGemmaProcessor:
 
     # ------------------------------------------------------------------ encoding
 
-    def _normalize_prompts(self, prompts: str | Sequence[str]) -> list[str]:
-        prompts = _as_list(prompts)
-        if not prompts:
-            raise ValueError("got an empty list of prompts; pass at least one prompt (it may be '').")
-        out = []
-        for i, prompt in enumerate(prompts):
-            if not isinstance(prompt, str):
-                raise TypeError(f"prompt {i} is a {type(prompt).__name__}, expected a string.")
-            # transformers accepts an explicit leading "<image>" placeholder; it means the same thing.
-            if prompt.startswith(self.image_token):
-                prompt = prompt[len(self.image_token) :]
-            if self.image_token in prompt:
-                raise ValueError(
-                    f"prompt {i} contains {self.image_token!r} in its text; the processor inserts the image "
-                    "tokens itself (one image per prompt). Remove it from the prompt."
-                )
-            out.append(prompt)
-        return out
-
     def _normalize_images(self, images: Any) -> list[ImageInput]:
         if _is_batch_array(images):
             return list(images)
-        images = _as_list(images)
+        images = as_list(images)
         for i, image in enumerate(images):
             if isinstance(image, (list, tuple)):
                 raise ValueError(
@@ -250,14 +211,15 @@ class PaliGemmaProcessor:
 
     def encode_text(self, prompt: str, suffix: str | None = None) -> tuple[list[int], list[int]]:
         """Token ids and token type ids for one example (no padding, no length check)."""
-        prefix = self.image_token * self.num_image_tokens + self.bos_token + prompt + "\n"
-        ids = self.tokenizer.encode(prefix, add_special_tokens=False).ids
-        types = [0] * len(ids)
-        if suffix is not None:
-            suffix_ids = self.tokenizer.encode(suffix + self.eos_token, add_special_tokens=False).ids
-            ids = ids + suffix_ids
-            types = types + [1] * len(suffix_ids)
-        return ids, types
+        return encode_example(
+            self.tokenizer,
+            prompt,
+            suffix,
+            image_token=self.image_token,
+            num_image_tokens=self.num_image_tokens,
+            bos_token=self.bos_token,
+            eos_token=self.eos_token,
+        )
 
     def __call__(
         self,
@@ -284,24 +246,14 @@ class PaliGemmaProcessor:
             raise TypeError("the processor needs prompts= (or text=): one prompt per image, e.g. 'caption en'")
         if return_tensors != "pt":
             raise ValueError(f"return_tensors={return_tensors!r} is not supported; use 'pt' (torch tensors).")
-        prompt_list = self._normalize_prompts(prompts)
+        prompt_list = check_prompts(prompts, self.image_token)
         image_list = self._normalize_images(images)
         if len(image_list) != len(prompt_list):
             raise ValueError(
                 f"got {len(image_list)} image(s) for {len(prompt_list)} prompt(s); PaliGemma needs exactly "
                 "one image per prompt. Pass a list of images as long as the list of prompts."
             )
-        suffix_list: list[str] | None = None
-        if suffixes is not None:
-            suffix_list = _as_list(suffixes)
-            if len(suffix_list) != len(prompt_list):
-                raise ValueError(
-                    f"got {len(suffix_list)} suffix(es) for {len(prompt_list)} prompt(s); pass one suffix "
-                    "per prompt (or suffixes=None for inference)."
-                )
-            for i, suffix in enumerate(suffix_list):
-                if not isinstance(suffix, str):
-                    raise TypeError(f"suffix {i} is a {type(suffix).__name__}, expected a string.")
+        suffix_list = None if suffixes is None else check_suffixes(suffixes, len(prompt_list))
 
         rows: list[tuple[list[int], list[int]]] = []
         for i, prompt in enumerate(prompt_list):
@@ -316,28 +268,8 @@ class PaliGemmaProcessor:
                 )
             rows.append((ids, types))
 
-        lengths = [len(ids) for ids, _ in rows]
-        if padding in ("longest", True):
-            width = max(lengths)
-        elif padding == "max_length":
-            width = self.max_length
-        elif padding in (False, "do_not_pad"):
-            if len(set(lengths)) > 1:
-                raise ValueError(f"rows have different lengths {lengths} and padding is off; use padding='longest'.")
-            width = lengths[0]
-        else:
-            raise ValueError(f"padding={padding!r} is not supported; use 'longest', 'max_length' or False.")
-
-        batch = len(rows)
-        input_ids = torch.full((batch, width), self.pad_token_id, dtype=torch.long)
-        attention_mask = torch.zeros((batch, width), dtype=torch.long)
-        token_type_ids = torch.zeros((batch, width), dtype=torch.long)
-        for b, (ids, types) in enumerate(rows):
-            span = slice(width - len(ids), width) if self.padding_side == "left" else slice(0, len(ids))
-            input_ids[b, span] = torch.tensor(ids, dtype=torch.long)
-            token_type_ids[b, span] = torch.tensor(types, dtype=torch.long)
-            attention_mask[b, span] = 1
-
+        width = padded_width([len(ids) for ids, _ in rows], padding, self.max_length)
+        input_ids, attention_mask, token_type_ids = pad_rows(rows, width, self.pad_token_id, self.padding_side)
         out = BatchEncoding(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -353,46 +285,22 @@ class PaliGemmaProcessor:
             ),
         )
         if suffix_list is not None:
-            out["labels"] = input_ids.masked_fill(token_type_ids == 0, IGNORE_INDEX)
+            out["labels"] = suffix_labels(input_ids, token_type_ids)
         return out
 
     # ------------------------------------------------------------------ decoding
 
-    @staticmethod
-    def _to_id_list(ids: Any, what: str) -> list[int]:
-        if isinstance(ids, (torch.Tensor, np.ndarray)):
-            if ids.ndim == 2 and ids.shape[0] == 1:
-                ids = ids[0]
-            if ids.ndim > 1:
-                raise ValueError(
-                    f"{what} got ids of shape {tuple(ids.shape)}; decode takes one sequence, use "
-                    "batch_decode for a batch."
-                )
-            return [int(i) for i in ids.reshape(-1).tolist()]
-        if isinstance(ids, (int, np.integer)):
-            return [int(ids)]
-        ids = list(ids)
-        if len(ids) == 1 and isinstance(ids[0], (list, tuple)):
-            ids = list(ids[0])
-        if any(isinstance(i, (list, tuple)) for i in ids):
-            raise ValueError(f"{what} got nested lists; use batch_decode for a batch.")
-        return [int(i) for i in ids]
-
     def decode(self, ids: Any, skip_special_tokens: bool = True) -> str:
         """Token ids → text. With `skip_special_tokens`, drops bos/eos/pad/image (and other special tokens)
         but keeps ``<locNNNN>`` / ``<segNNN>``, which carry detection boxes and segmentation masks."""
-        id_list = self._to_id_list(ids, "decode")
+        ids = id_list(ids, "decode")
         if skip_special_tokens:
-            id_list = [i for i in id_list if i not in self._skip_ids]
-        return self.tokenizer.decode(id_list, skip_special_tokens=False)
+            ids = [i for i in ids if i not in self._skip_ids]
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
 
     def batch_decode(self, sequences: Any, skip_special_tokens: bool = True) -> list[str]:
         """Decode a batch: a 2-D tensor / array or a list of id sequences."""
-        if isinstance(sequences, (torch.Tensor, np.ndarray)):
-            if sequences.ndim == 1:
-                sequences = sequences[None]
-            if sequences.ndim != 2:
-                raise ValueError(f"batch_decode expects a 2-D batch of ids, got shape {tuple(sequences.shape)}.")
+        sequences = sequences_of(sequences)
         return [self.decode(seq, skip_special_tokens=skip_special_tokens) for seq in sequences]
 
     # ------------------------------------------------------------------ saving
@@ -456,121 +364,8 @@ class PaliGemmaProcessor:
 # ---------------------------------------------------------------------- loading
 
 
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise InvalidFileError(
-            path, f"not valid JSON ({err}); re-download or re-save the processor files"
-        ) from None
-    if not isinstance(data, dict):
-        raise InvalidFileError(path, f"must hold a JSON object, not a {type(data).__name__}")
-    return data
-
-
-def _check_image_config(config: dict, path: Path) -> None:
-    """Every image setting load_processor reads has the type it needs, or the error names the field."""
-    checks = {
-        "image_seq_length": (lambda v: v is None or is_integer(v, 1), "a positive integer"),
-        "image_mean": (lambda v: is_finite_number(v) or (isinstance(v, list) and len(v) == 3
-                                                   and all(map(is_finite_number, v))), "3 numbers (R, G, B)"),
-        "image_std": (lambda v: (is_finite_number(v) and v != 0) or (isinstance(v, list) and len(v) == 3
-                                                             and all(is_finite_number(x) and x != 0 for x in v)),
-                      "3 non-zero numbers (R, G, B)"),
-        "rescale_factor": (lambda v: is_finite_number(v) and v > 0, "a positive number"),
-        "resample": (lambda v: v is None or (is_integer(v, 0) and v <= 5), "a PIL resampling filter number (0-5)"),
-        **{flag: (lambda v: v is None or isinstance(v, bool), "true or false")
-           for flag in ("do_convert_rgb", "do_resize", "do_rescale", "do_normalize")},
-    }  # fmt: skip
-    for field, (ok, expected) in checks.items():
-        if field in config and not ok(config[field]):
-            raise InvalidFileError(path, f"must be {expected}, got {config[field]!r}", field)
-
-
-def token_content(value: Any) -> str | None:
-    """Special tokens appear as plain strings or as AddedToken dicts ({"content": ...}) in configs."""
-    if isinstance(value, dict):
-        return value.get("content")
-    return value if isinstance(value, str) else None
-
-
-def _image_config(directory: Path) -> tuple[dict, Path] | None:
-    """Image processor settings, with transformers' priority: nested processor_config.json first."""
-    processor_path = directory / PROCESSOR_CONFIG_FILE
-    if processor_path.is_file():
-        nested = _read_json(processor_path).get("image_processor")
-        if isinstance(nested, dict):
-            return nested, processor_path
-    preprocessor_path = directory / PREPROCESSOR_CONFIG_FILE
-    if preprocessor_path.is_file():
-        return _read_json(preprocessor_path), preprocessor_path
-    return None
-
-
-def _image_size(config: dict, source: Path) -> int:
-    size = config.get("size", {"height": 224, "width": 224})
-    if is_integer(size, 1):
-        return size
-    if isinstance(size, dict) and is_integer(size.get("height"), 1) and is_integer(size.get("width"), 1):
-        if size["height"] != size["width"]:
-            raise InvalidFileError(
-                source, f"{size} is not square; PaliGemma expects a square resolution (224, 448 or 896)", "size"
-            )
-        return int(size["height"])
-    raise InvalidFileError(source, f"{size!r} should be {{'height': N, 'width': N}} with positive integers", "size")
-
-
-def load_tokenizer(path: Path) -> Tokenizer:
-    """A ``tokenizer.json`` as a ``tokenizers.Tokenizer``; a damaged file raises `InvalidFileError` naming it."""
-    try:
-        return Tokenizer.from_file(str(path))
-    except Exception as err:  # the tokenizers library raises plain Exception for every parse problem
-        problem = " ".join(str(err).split()) or type(err).__name__
-        raise InvalidFileError(
-            path, f"cannot be read as a tokenizer ({problem}); download or save the processor files again"
-        ) from None
-
-
-def read_image_settings(directory: Path, model: str) -> dict[str, Any]:
-    """The image settings of a processor directory, read as transformers reads them, checked field by field.
-
-    Returns the keyword arguments a processor takes (``image_size``, ``image_mean``, ``image_std``,
-    ``rescale_factor``, ``resample``, ``do_convert_rgb``) and the raw settings under ``"config"``. ``model``
-    names the model family in error messages.
-    """
-    image_cfg = _image_config(directory)
-    if image_cfg is None:
-        raise FileNotFoundError(
-            f"{directory} is not a complete {model} processor directory: missing {PREPROCESSOR_CONFIG_FILE} or "
-            f"{PROCESSOR_CONFIG_FILE} (with 'image_processor')"
-        )
-    config, config_path = image_cfg
-    _check_image_config(config, config_path)
-    if config.get("do_resize") is False:
-        raise InvalidFileError(
-            config_path, f"is false, but {model} needs images resized to a fixed size; set it to true", "do_resize"
-        )
-    mean = config.get("image_mean", [0.5, 0.5, 0.5])
-    std = config.get("image_std", [0.5, 0.5, 0.5])
-    mean = [mean] * 3 if isinstance(mean, (int, float)) else mean
-    std = [std] * 3 if isinstance(std, (int, float)) else std
-    if config.get("do_normalize") is False:
-        mean, std = [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]
-    resample = config.get("resample")
-    do_convert_rgb = config.get("do_convert_rgb")
-    return {
-        "image_size": _image_size(config, config_path),
-        "image_mean": mean,
-        "image_std": std,
-        "rescale_factor": config.get("rescale_factor", 1 / 255) if config.get("do_rescale", True) is not False else 1.0,
-        "resample": PIL.Image.Resampling.BICUBIC if resample is None else resample,
-        "do_convert_rgb": True if do_convert_rgb is None else bool(do_convert_rgb),
-        "config": config,
-    }
-
-
 def _max_length(path: Path) -> int:
-    text_config = _read_json(path).get("text_config")
+    text_config = read_json(path).get("text_config")
     if text_config is None:
         return DEFAULT_MAX_LENGTH
     if not isinstance(text_config, dict):
@@ -617,7 +412,7 @@ def load_processor(
         cache_dir=cache_dir,
     )
     if not (directory / TOKENIZER_FILE).is_file():
-        image_missing = _image_config(directory) is None
+        image_missing = image_config(directory) is None
         what = [TOKENIZER_FILE] + (
             [f"{PREPROCESSOR_CONFIG_FILE} or {PROCESSOR_CONFIG_FILE} (with 'image_processor')"] if image_missing else []
         )
@@ -627,12 +422,12 @@ def load_processor(
         )
     settings = read_image_settings(directory, "PaliGemma")
     config = settings.pop("config")
-    config_path = _image_config(directory)[1]
+    config_path = image_config(directory)[1]
     tokenizer = load_tokenizer(directory / TOKENIZER_FILE)
     special = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "image_token": "<image>"}
     tokenizer_config_path = directory / TOKENIZER_CONFIG_FILE
     if tokenizer_config_path.is_file():
-        tokenizer_config = _read_json(tokenizer_config_path)
+        tokenizer_config = read_json(tokenizer_config_path)
         for key in ("bos_token", "eos_token", "pad_token"):
             content = token_content(tokenizer_config.get(key))
             if content:

@@ -1,0 +1,30 @@
+"""The files a processor directory holds (Hugging Face layout), and reading its JSON ones.
+
+Shared by every family's processor: the tokenizer files, and the image settings in
+``preprocessor_config.json`` (hub layout, at the top level) or ``processor_config.json`` (newer
+transformers, under ``image_processor``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vlmzoo.errors import InvalidFileError
+
+TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+PREPROCESSOR_CONFIG_FILE = "preprocessor_config.json"
+PROCESSOR_CONFIG_FILE = "processor_config.json"
+MODEL_CONFIG_FILE = "config.json"
+
+
+def read_json(path: Path) -> dict:
+    """A processor file that must hold a JSON object; anything else raises `InvalidFileError` naming it."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise InvalidFileError(path, f"not valid JSON ({err}); re-download or re-save the processor files") from None
+    if not isinstance(data, dict):
+        raise InvalidFileError(path, f"must hold a JSON object, not a {type(data).__name__}")
+    return data
