@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 
 import pytest
 import torch
@@ -244,3 +247,57 @@ def test_failed_build_falls_back_with_a_warning(fresh_extension, tmp_path, caplo
         assert cpu_kernels.best_path("float32") is None
         assert torch.equal(cpu_kernels.small_m_float(x, w), F.linear(x, w))
     assert len([r for r in caplog.records if "unavailable" in r.getMessage()]) == 1
+
+
+class _FakeExtension:
+    @staticmethod
+    def paths():
+        return ["avx2"]
+
+
+def test_a_lock_left_by_a_killed_build_is_cleared(fresh_extension, tmp_path, caplog):
+    """PyTorch's builder would wait on a stale ``lock`` forever; it is removed and the build goes on."""
+    fresh_extension.setenv("VLMZOO_CACHE_DIR", str(tmp_path))
+    lock = cpu_kernels.build_directory() / "lock"
+    lock.parent.mkdir(parents=True)
+    lock.touch()
+    old = time.time() - cpu_kernels.STALE_LOCK_SECONDS - 60
+    os.utime(lock, (old, old))
+    built = []
+
+    def fake_load(name, sources, **kwargs):
+        assert not lock.exists() and kwargs["build_directory"] == str(lock.parent)
+        built.append(name)
+        return _FakeExtension()
+
+    fresh_extension.setattr("torch.utils.cpp_extension.load", fake_load)
+    with caplog.at_level(logging.WARNING, logger="vlmzoo.components.cpu_kernels"):
+        assert isinstance(cpu_kernels.load_extension(), _FakeExtension)
+    assert built and [r for r in caplog.records if "removing" in r.getMessage() and str(lock) in r.getMessage()]
+
+
+def test_a_build_in_another_process_is_waited_for_then_given_up(fresh_extension, tmp_path, caplog):
+    """A fresh lock is another process's build: wait a while, then run on PyTorch's kernels, lock kept."""
+    fresh_extension.setenv("VLMZOO_CACHE_DIR", str(tmp_path))
+    fresh_extension.setattr(cpu_kernels, "BUILD_WAIT_SECONDS", 0.3)
+    lock = cpu_kernels.build_directory() / "lock"
+    lock.parent.mkdir(parents=True)
+    lock.touch()
+    fresh_extension.setattr("torch.utils.cpp_extension.load", lambda *a, **k: pytest.fail("built despite the lock"))
+    x, w = _data(1, 8, 16, 3)
+    with caplog.at_level(logging.WARNING, logger="vlmzoo.components.cpu_kernels"):
+        assert cpu_kernels.best_path("float32") is None
+        assert torch.equal(cpu_kernels.small_m_float(x, w), F.linear(x, w))
+    assert lock.exists()
+    messages = [r.getMessage() for r in caplog.records if "unavailable" in r.getMessage()]
+    assert len(messages) == 1 and str(lock) in messages[0], messages
+
+
+def test_the_build_goes_on_when_the_other_build_ends(fresh_extension, tmp_path):
+    fresh_extension.setenv("VLMZOO_CACHE_DIR", str(tmp_path))
+    lock = cpu_kernels.build_directory() / "lock"
+    lock.parent.mkdir(parents=True)
+    lock.touch()
+    threading.Timer(0.5, lock.unlink).start()
+    fresh_extension.setattr("torch.utils.cpp_extension.load", lambda *a, **k: _FakeExtension())
+    assert isinstance(cpu_kernels.load_extension(), _FakeExtension)

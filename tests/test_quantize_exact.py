@@ -27,20 +27,36 @@ def test_int8_uses_the_full_range_and_keeps_zero_rows_zero():
     assert dequantize_int8(qweight, scales, torch.bfloat16).dtype == torch.bfloat16
 
 
-def test_int4_hits_each_groups_extremes_and_constant_groups():
-    weight = torch.zeros(16, 96)
-    weight[1] = torch.linspace(-1, 2, 96)
-    weight[2, :32] = 0.75  # a constant group
-    weight[2, 32:64] = torch.linspace(-3, 0, 32)
+def test_int4_keeps_zero_rows_constant_groups_and_every_weight_near_a_level():
+    weight = torch.zeros(16, 192)
+    weight[1] = torch.linspace(-1, 2, 192)
+    weight[2, :64] = 0.75  # a constant group
+    weight[2, 64:128] = torch.linspace(-3, 0, 64)
     packed, scales_and_zeros = quantize_int4(weight)
-    assert scales_and_zeros.shape == (3, 16, 2)  # 96 inputs: groups of 32
+    assert scales_and_zeros.shape == (16, 3, 2)  # 192 inputs: groups of 64
     restored = dequantize_int4(packed, scales_and_zeros, torch.float32)
     assert restored[0].abs().max() == 0 and restored[3:].abs().max() == 0
-    torch.testing.assert_close(restored[2, :32], torch.full((32,), 0.75), atol=4e-3, rtol=0)
-    for row, start in ((1, 0), (1, 32), (1, 64), (2, 32)):
-        group = weight[row, start : start + 32]
-        got = restored[row, start : start + 32]
-        # the smallest and largest weight of a group are the ends of its 16 levels (bfloat16 scale and zero)
-        assert abs(float(got[0] - group[0])) < 0.02 and abs(float(got[-1] - group[-1])) < 0.02
+    torch.testing.assert_close(restored[2, :64], torch.full((64,), 0.75), atol=4e-3, rtol=0)
+    for row, start in ((1, 0), (1, 64), (1, 128), (2, 64)):
+        group = weight[row, start : start + 64]
+        got = restored[row, start : start + 64]
+        # evenly spread weights: the fitted levels span the group, each weight within half a step of one
+        assert abs(float(got[0] - group[0])) < 0.05 and abs(float(got[-1] - group[-1])) < 0.05
         step = float(group[-1] - group[0]) / 15
         assert bool(((got - group).abs() <= step / 2 + 0.02).all())
+
+
+def test_int4_levels_fit_each_group_better_than_min_max():
+    """Least-squares levels: less squared error than 16 levels from a group's min to its max (the
+    reference, in float64), never more in any group beyond the bfloat16 rounding of scale and zero."""
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(64, 256, generator=g) * torch.rand(64, 1, generator=g)
+    groups = weight.double().reshape(64, 2, 128)
+    low, high = groups.amin(dim=-1, keepdim=True), groups.amax(dim=-1, keepdim=True)
+    step = (high - low) / 15
+    min_max_error = (((groups - low) / step).round() * step + low - groups).pow(2).sum(dim=-1)
+    packed, scales_and_zeros = quantize_int4(weight)
+    restored = dequantize_int4(packed, scales_and_zeros, torch.float64).reshape(64, 2, 128)
+    error = (restored - groups).pow(2).sum(dim=-1)
+    assert float(error.sum() / min_max_error.sum()) < 0.96
+    assert bool((error <= 1.01 * min_max_error).all())

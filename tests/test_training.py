@@ -362,6 +362,90 @@ def test_lora_training_changes_only_the_targets_and_saves_a_plain_checkpoint(tmp
     assert max_abs_diff(ours, theirs, batch["attention_mask"]) < 1e-4
 
 
+# ---------------------------------------------------------------------- quantization-aware
+
+
+def int4_ready_model(seed: int = 0):
+    """A tiny model whose decoder layers int4 stores as int4 (inputs of 64 and 128)."""
+    config = tiny_config(vocab_size=TINY_VOCAB_SIZE, num_layers=1, hidden_size=64, intermediate_size=128, head_dim=16)
+    return vlmzoo.build(config, seed=seed)
+
+
+def stored(weight: torch.Tensor, scheme: str) -> torch.Tensor:
+    """``weight`` as the scheme stores it, dequantized."""
+    from vlmzoo.model.quantize import get_scheme
+
+    q = get_scheme(scheme)
+    return q.dequantize(*q.quantize(weight), weight.dtype)
+
+
+def test_quantization_aware_steps_see_the_stored_weights_and_update_the_float_ones(processor, data_file):
+    from vlmzoo.model.quantize import quantization_plan
+    from vlmzoo.training.quantization_aware import QuantizedWeights
+
+    model = int4_ready_model()
+    plan = quantization_plan(model, "int4")
+    assert {"int4", "int8"} <= set(plan.values())  # decoder layers int4, the tied head int8
+    weights = QuantizedWeights(model, "int4")
+    floats = {path: model.get_submodule(path).weight.detach().clone() for path in plan}
+    batch = Collator(processor)(load_records(data_file)[:2])
+    inputs = {k: batch[k] for k in ("input_ids", "pixel_values", "attention_mask", "token_type_ids", "labels")}
+    with weights.applied():
+        for path, scheme in plan.items():
+            assert torch.equal(model.get_submodule(path).weight, stored(floats[path], scheme)), path
+        SuffixLoss(model)(**inputs).backward()
+    for path in plan:  # the float weights are back, with the gradients of the stored ones
+        assert torch.equal(model.get_submodule(path).weight, floats[path]), path
+    qat_grads = {path: model.get_submodule(path).weight.grad.clone() for path in plan}
+
+    reference = int4_ready_model()  # the same model with the stored weights for good: same gradients
+    QuantizedWeights(reference, "int4").snap()
+    SuffixLoss(reference)(**inputs).backward()
+    for path in plan:
+        torch.testing.assert_close(reference.get_submodule(path).weight.grad, qat_grads[path], rtol=1e-5, atol=1e-6)
+    assert not torch.equal(reference.get_submodule(path).weight, floats[path])
+    # no scheme: nothing changes
+    with QuantizedWeights(model, None).applied():
+        assert torch.equal(model.get_submodule(path).weight, floats[path])
+
+
+def test_a_quantization_aware_run_saves_weights_its_quantized_form_keeps(tmp_path, data_file, processor):
+    """The final model holds the stored weights (quantizing again changes almost nothing); checkpoints the
+    float ones, and a run resumed from one with another quantization_aware is refused."""
+    from vlmzoo.model.quantize import quantization_plan
+
+    options = dict(max_steps=4, batch_size=2, learning_rate=1e-2, warmup_steps=1, save_every=2)
+    trained = vlmzoo.train(int4_ready_model(), processor, data_file, output_dir=tmp_path / "run",
+                           quantization_aware="int4", **options)  # fmt: skip
+    plain = vlmzoo.train(int4_ready_model(), processor, data_file, output_dir=tmp_path / "plain", **options)
+    int4_paths = [path for path, scheme in quantization_plan(trained, "int4").items() if scheme == "int4"]
+    assert len(int4_paths) == 7  # q, k, v, o, gate, up, down
+    with torch.no_grad():
+        for path in int4_paths:  # on int4's levels: quantizing again moves them a tenth as far as plain weights
+            ours, theirs = trained.get_submodule(path).weight, plain.get_submodule(path).weight
+            ours_error = (stored(ours, "int4") - ours).abs().max() / ours.abs().max()
+            theirs_error = (stored(theirs, "int4") - theirs).abs().max() / theirs.abs().max()
+            assert ours_error < 0.1 * theirs_error, (path, float(ours_error), float(theirs_error))
+    saved = vlmzoo.from_pretrained(tmp_path / "run").language_model.layers[0].mlp.down_proj.weight
+    assert torch.equal(saved, trained.language_model.layers[0].mlp.down_proj.weight)
+    checkpoint = vlmzoo.from_pretrained(tmp_path / "run" / "checkpoints" / "step-00000002")
+    weight = checkpoint.language_model.layers[0].mlp.down_proj.weight
+    assert (stored(weight, "int4") - weight).abs().max() > 1e-4  # float weights, for an exact resume
+    with pytest.raises(ValueError, match="options changed .*quantization_aware"):
+        vlmzoo.train(int4_ready_model(), processor, data_file, output_dir=tmp_path / "run", max_steps=6,
+                     batch_size=2, resume_from="latest", quantization_aware="int8")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"train": "lora"}, "train='lora' freezes them"), ({"distributed": "fsdp"}, "distributed='ddp'")],
+)
+def test_quantization_aware_refuses_what_it_cannot_train(tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        TrainingConfig.checked({"model": "m", "output_dir": str(tmp_path), "max_steps": 1, "batch_size": 1,
+                                "quantization_aware": "int4", **options})  # fmt: skip
+
+
 # ---------------------------------------------------------------------- resume
 
 

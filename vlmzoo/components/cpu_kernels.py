@@ -36,6 +36,7 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,12 @@ PATHS = {
 _AVX2_FAMILY = {"avx2", "avxvnni"}
 
 
+#: A build takes a minute or two; a lock file older than this was left by a build that was killed.
+STALE_LOCK_SECONDS = 15 * 60
+#: How long a process waits for another process's build before it runs on PyTorch's kernels instead.
+BUILD_WAIT_SECONDS = 5 * 60
+
+
 def _setting() -> str:
     return os.environ.get("VLMZOO_CPU_KERNELS", "1").strip().lower()
 
@@ -84,6 +91,7 @@ def load_extension():
 
         directory = build_directory()
         directory.mkdir(parents=True, exist_ok=True)
+        wait_for_other_build(directory / "lock")
         module = load(
             "vlmzoo_small_m_linear",
             [str(SOURCE)],
@@ -97,6 +105,32 @@ def load_extension():
     except Exception as exc:  # noqa: BLE001 - any failure means: use PyTorch's kernels
         logger.warning("vlmzoo CPU kernels unavailable (%s); using PyTorch's kernels", str(exc).splitlines()[0])
         return None
+
+
+def wait_for_other_build(lock: Path) -> None:
+    """Wait for the build another process is running in ``lock``'s folder, and clear a stale lock.
+
+    PyTorch's builder waits on its ``lock`` file forever, without a word; a build killed part-way leaves
+    that file behind, so every later process would hang. A lock older than `STALE_LOCK_SECONDS` is
+    removed (with a log line); a fresh one is waited on for `BUILD_WAIT_SECONDS`, then this process
+    raises, and `load_extension` falls back to PyTorch's kernels.
+    """
+    deadline = time.monotonic() + BUILD_WAIT_SECONDS
+    while True:
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if age > STALE_LOCK_SECONDS:
+            logger.warning("removing %s, left by a build that stopped %.0f minutes ago", lock, age / 60)
+            lock.unlink(missing_ok=True)
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"another process has been building them for {age:.0f} s (lock file {lock}; "
+                "delete it if no build is running)"
+            )
+        time.sleep(min(1.0, BUILD_WAIT_SECONDS))
 
 
 def instruction_sets() -> tuple[str, ...]:

@@ -152,8 +152,38 @@ def int4_accepts(out_features: int, in_features: int) -> bool:
     return out_features % INT4_TILE_ROWS == 0 and _int4_group_size(in_features) is not None
 
 
+#: Rounds of `quantize_int4`'s least-squares refit of each group's scale and zero point.
+INT4_FIT_ROUNDS = 2
+
+
+def _fit_int4_groups(grouped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Codes 0..15, scale and offset per group (``w ≈ q * scale + offset``, float32), from min-max levels
+    refined by alternating least squares: the scale and offset that fit the codes best, then the nearest
+    codes for them. Each round can only lower the group's squared error; min-max alone spends levels on
+    the extremes of a group and rounds the many small weights coarsely (the weights of a small model's
+    rows lost a tenth to a fifth of their error this way, and its int4 segmentation most of its loss)."""
+    offset = grouped.amin(dim=-1, keepdim=True)
+    scale = ((grouped.amax(dim=-1, keepdim=True) - offset) / 15).clamp_(min=1e-6)
+    count, total = grouped.shape[-1], grouped.sum(dim=-1, keepdim=True)
+    for _ in range(INT4_FIT_ROUNDS):
+        q = (grouped - offset).mul_(1 / scale).round_().clamp_(0, 15)
+        q_sum = q.sum(dim=-1, keepdim=True)
+        q_square = torch.linalg.vecdot(q, q).unsqueeze(-1)
+        determinant = count * q_square - q_sum * q_sum
+        fitted = (count * torch.linalg.vecdot(q, grouped).unsqueeze(-1) - q_sum * total) / determinant.clamp(min=1)
+        keep = (determinant > 0) & (fitted > 1e-6)  # one code in use (a constant group): keep min-max
+        scale = torch.where(keep, fitted, scale)
+        offset = torch.where(keep, (total - scale * q_sum) / count, offset)
+    # the levels as stored (bfloat16 scale and zero point), and each weight's nearest one
+    scale = scale.to(torch.bfloat16).float()
+    zero = (offset + 8 * scale).to(torch.bfloat16).float()
+    q = (grouped - zero).mul_(1 / scale).add_(8).round_().clamp_(0, 15)
+    return q, scale, zero
+
+
 def quantize_int4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Asymmetric int4 per group of 128 (or 64) inputs: ``w ≈ (q - 8) * scale + zero`` with q in 0..15.
+    """Asymmetric int4 per group of 128 (or 64) inputs: ``w ≈ (q - 8) * scale + zero`` with q in 0..15,
+    the levels fitted to each group by least squares (`_fit_int4_groups`).
 
     Returns the packed weight, uint8 [out, in/2] holding tiles of four rows (2·in bytes per tile: per 64
     inputs, each row's 32 bytes, byte j carrying input j in its low nibble and input 32 + j in its high
@@ -163,14 +193,10 @@ def quantize_int4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     group = _int4_group_size(in_features)
     if group is None or out_features % INT4_TILE_ROWS:
         raise ValueError(f"int4 needs out_features divisible by 4 and in_features by 64, got {list(weight.shape)}")
-    grouped = weight.float().reshape(out_features, in_features // group, group)
-    low = grouped.amin(dim=-1, keepdim=True)
-    high = grouped.amax(dim=-1, keepdim=True)
-    scale = ((high - low) / 15).clamp(min=1e-6)
-    q = ((grouped - low) / scale).round_().clamp_(0, 15).to(torch.uint8)
-    tiles = q.reshape(out_features // INT4_TILE_ROWS, INT4_TILE_ROWS, in_features // 64, 2, 32)
+    q, scale, zero = _fit_int4_groups(weight.float().reshape(out_features, in_features // group, group))
+    tiles = q.to(torch.uint8).reshape(out_features // INT4_TILE_ROWS, INT4_TILE_ROWS, in_features // 64, 2, 32)
     packed = (tiles[..., 0, :] | (tiles[..., 1, :] << 4)).permute(0, 2, 1, 3).contiguous()
-    scales_and_zeros = torch.cat([scale, low + 8 * scale], dim=-1).to(torch.bfloat16)
+    scales_and_zeros = torch.cat([scale, zero], dim=-1).to(torch.bfloat16)
     return packed.view(out_features, in_features // 2), scales_and_zeros
 
 

@@ -44,11 +44,11 @@ from vlmzoo.processing.files import (
     TOKENIZER_CONFIG_FILE,
     TOKENIZER_FILE,
     read_json,
+    text_config_length,
 )
 from vlmzoo.processing.image_settings import image_config, read_image_settings
 from vlmzoo.processing.images import ImageInput, preprocess_images
 from vlmzoo.processing.tokenizer import load_tokenizer, token_content
-from vlmzoo.values import is_integer
 
 __all__ = ["EXTRA_TOKENS", "IGNORE_INDEX", "BatchEncoding", "PaliGemmaProcessor", "load_processor"]
 
@@ -365,18 +365,7 @@ class PaliGemmaProcessor:
 
 
 def _max_length(path: Path) -> int:
-    text_config = read_json(path).get("text_config")
-    if text_config is None:
-        return DEFAULT_MAX_LENGTH
-    if not isinstance(text_config, dict):
-        raise InvalidFileError(path, f"must be an object, not a {type(text_config).__name__}", "text_config")
-    value = text_config.get("max_position_embeddings")
-    if value is None:
-        return DEFAULT_MAX_LENGTH
-    if not is_integer(value, 1):
-        field = "text_config.max_position_embeddings"
-        raise InvalidFileError(path, f"must be a positive integer, got {value!r}", field)
-    return value
+    return text_config_length(path, read_json(path), DEFAULT_MAX_LENGTH)
 
 
 def load_processor(

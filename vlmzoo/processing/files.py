@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from vlmzoo.errors import InvalidFileError
+from vlmzoo.values import is_integer
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
@@ -28,3 +29,20 @@ def read_json(path: Path) -> dict:
     if not isinstance(data, dict):
         raise InvalidFileError(path, f"must hold a JSON object, not a {type(data).__name__}")
     return data
+
+
+def text_config_length(path: Path, data: dict, default: int) -> int:
+    """The text length a model's ``config.json`` (`data`, read from `path`) gives in
+    ``text_config.max_position_embeddings``, `default` where it gives none; a bad value names the field."""
+    text_config = data.get("text_config")
+    if text_config is None:
+        return default
+    if not isinstance(text_config, dict):
+        raise InvalidFileError(path, f"must be an object, not a {type(text_config).__name__}", "text_config")
+    value = text_config.get("max_position_embeddings")
+    if value is None:
+        return default
+    if not is_integer(value, 1):
+        field = "text_config.max_position_embeddings"
+        raise InvalidFileError(path, f"must be a positive integer, got {value!r}", field)
+    return value

@@ -23,7 +23,13 @@ from vlmzoo.checkpoints.atomic import staged_directory
 from vlmzoo.checkpoints.hub import resolve
 from vlmzoo.errors import InvalidFileError
 from vlmzoo.processing.batch import BatchEncoding
-from vlmzoo.processing.files import PREPROCESSOR_CONFIG_FILE, TOKENIZER_CONFIG_FILE, TOKENIZER_FILE, read_json
+from vlmzoo.processing.files import (
+    PREPROCESSOR_CONFIG_FILE,
+    TOKENIZER_CONFIG_FILE,
+    TOKENIZER_FILE,
+    read_json,
+    text_config_length,
+)
 from vlmzoo.processing.image_settings import read_image_settings
 from vlmzoo.processing.images import preprocess_images
 from vlmzoo.processing.tokenizer import load_tokenizer, token_content
@@ -196,13 +202,11 @@ def _text_length(directory: Path, tokenizer_config: dict) -> int:
     data = read_json(path)
     own = data.get("vlmzoo")
     if isinstance(own, dict) and isinstance(own.get("text"), dict) and "max_length" in own["text"]:
-        value, field = own["text"]["max_length"], "vlmzoo.text.max_length"
-    else:
-        text = data.get("text_config") or {}
-        value, field = text.get("max_position_embeddings", DEFAULT_MAX_LENGTH), "text_config.max_position_embeddings"
-    if not is_integer(value, 1):
-        raise InvalidFileError(path, f"must be a positive integer, got {value!r}", field)
-    return value
+        value = own["text"]["max_length"]
+        if not is_integer(value, 1):
+            raise InvalidFileError(path, f"must be a positive integer, got {value!r}", "vlmzoo.text.max_length")
+        return value
+    return text_config_length(path, data, DEFAULT_MAX_LENGTH)
 
 
 def load_siglip_processor(

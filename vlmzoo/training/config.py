@@ -100,6 +100,11 @@ class TrainingConfig(BaseModel):
         "auto", description="'auto': bfloat16 autocast where the device supports it fast (CUDA), else float32"
     )
     seed: int = Field(0, description="fixes the initialisation, the data order and dropout")
+    quantization_aware: str | None = Field(
+        None,
+        description="train for a weight-only quantization scheme ('int8', 'int4'): each step runs on the weights "
+        "it stores, and the final model holds them (dequantized)",
+    )
 
     # Runtime
     device: str | None = Field(
@@ -134,6 +139,15 @@ class TrainingConfig(BaseModel):
             raise ValueError("model_overrides only apply with init='random' (a checkpoint fixes its own shapes)")
         if self.init_std is not None and self.init != "random":
             raise ValueError("init_std only applies with init='random' (a checkpoint brings its own weights)")
+        if self.quantization_aware is not None and self.train == "lora":
+            raise ValueError(
+                "quantization_aware trains the model's own weights, and train='lora' freezes them; train the "
+                "adapters first, merge them, then run a quantization_aware stage with train='all'"
+            )
+        if self.quantization_aware is not None and self.distributed == "fsdp":
+            raise ValueError(
+                "quantization_aware needs each process to hold whole weights; use distributed='ddp' (or 'auto')"
+            )
         if self.batch_size % self.grad_accumulation:
             raise ValueError(
                 f"batch_size={self.batch_size} is not divisible by grad_accumulation={self.grad_accumulation}; "

@@ -47,6 +47,7 @@ from vlmzoo.training.evaluation import autocast, detection_scores, evaluate_loss
 from vlmzoo.training.lora import apply_lora, merge_lora
 from vlmzoo.training.loss import SuffixLoss, count_targets
 from vlmzoo.training.parts import freeze_all_but
+from vlmzoo.training.quantization_aware import QuantizedWeights
 from vlmzoo.training.sampling import StepBatches
 from vlmzoo.zoo import build, get_config
 
@@ -185,7 +186,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 
 
 #: Options a resumed run must share with the run that wrote the checkpoint.
-_RESUME_MUST_MATCH = ("batch_size", "seed", "train", "lora", "init", "model_overrides")
+_RESUME_MUST_MATCH = ("batch_size", "seed", "train", "lora", "init", "model_overrides", "quantization_aware")
 
 
 class Trainer:
@@ -339,6 +340,7 @@ class Trainer:
         if checkpoint is not None and config.train == "lora":
             load_adapters(model, checkpoint)
         model.train()
+        quantized = QuantizedWeights(model, config.quantization_aware)  # no scheme: a no-op
         loss_module = SuffixLoss(model)
         wrapped = self._wrap(loss_module, group)
         params = [p for p in loss_module.parameters() if p.requires_grad]
@@ -409,13 +411,14 @@ class Trainer:
             ]
             n_targets, n_tokens = group.sum(local)
             loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            for k, batch in enumerate(micro):
-                with self._sync_gradients(wrapped, k == len(micro) - 1), autocast(device, amp):
-                    inputs = {name: batch[name].to(device, non_blocking=True) for name in _INPUTS}
-                    summed = wrapped(**inputs)
-                # DDP and FSDP average gradients over processes; scaling by world/n gives d(global mean).
-                (summed * (group.world_size / n_targets)).backward()
-                loss_sum += summed.detach().double()
+            with quantized.applied():
+                for k, batch in enumerate(micro):
+                    with self._sync_gradients(wrapped, k == len(micro) - 1), autocast(device, amp):
+                        inputs = {name: batch[name].to(device, non_blocking=True) for name in _INPUTS}
+                        summed = wrapped(**inputs)
+                    # DDP and FSDP average gradients over processes; scaling by world/n gives d(global mean).
+                    (summed * (group.world_size / n_targets)).backward()
+                    loss_sum += summed.detach().double()
             grad_norm = None
             if config.max_grad_norm is not None:
                 norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
@@ -438,13 +441,15 @@ class Trainer:
             if eval_loader is not None and (
                 (config.eval_every and done % config.eval_every == 0) or done == config.max_steps
             ):
-                results = self._evaluate(wrapped, eval_loader, eval_records, processor, group, amp)
+                with quantized.applied():
+                    results = self._evaluate(wrapped, eval_loader, eval_records, processor, group, amp)
                 metrics.write(step=done, **results)
                 bar.set_postfix(loss=f"{loss:.4f}", eval_loss=f"{results['eval_loss']:.4f}", refresh=False)
             if config.save_every and done % config.save_every == 0 and done < config.max_steps:
                 self._save_checkpoint(output_dir, done, loss_module, optimizer, scheduler, group)
         bar.close()
         model.eval()
+        quantized.snap()
         final = self._final_model(loss_module, group)
         if group.is_main:
             final.save_pretrained(output_dir)
