@@ -96,7 +96,8 @@ def _grid(images: list[Image.Image], columns: int, gap: int = 8) -> Image.Image:
 
 
 def tasks() -> list[Path]:
-    """Detections drawn by the bundled ``shapes-demo`` model on scenes it never saw (a seed training did not use)."""
+    """Detections and masks drawn by the bundled ``shapes-demo`` model on scenes it never saw (seeds training
+    did not use)."""
     import random
 
     import vlmzoo
@@ -112,6 +113,15 @@ def tasks() -> list[Path]:
         found = [obj for label in labels for obj in vlm.detect(scene.image, label).objects]
         drawn.append(draw_objects(scene.image, found))
     written = {"readme_detections.png": _grid(drawn, columns=4)}
+    rng = random.Random(2026)
+    scenes = [generate_scene(rng, size=320) for _ in range(4)]
+    drawn = []
+    for scene in scenes:  # `segment <shape>` for each kind of shape in the scene
+        kinds = sorted({shape.kind for shape in scene.shapes})
+        found = [obj for kind in kinds for obj in vlm.segment(scene.image, kind).objects]
+        grey = scene.image.convert("L").convert("RGB")  # so that a mask never hides in a shape of its colour
+        drawn.append(draw_objects(grey, found, mask_alpha=0.7))
+    written["task_segment.png"] = _grid(drawn, columns=4)
     for name, image in written.items():
         image.save(IMAGES / name)
     return [IMAGES / name for name in written]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from conftest import make_plugin
@@ -157,12 +158,15 @@ def test_a_bad_checkpoint_is_a_one_line_error_and_debug_shows_the_traceback(chec
         main(["--debug", "generate", str(broken), "--image", str(images / "a.png"), "--task", "caption"])
 
 
-def test_demo_runs_offline_and_saves_the_drawn_detections(tmp_path, monkeypatch, capsys):
+def test_demo_runs_offline_and_saves_the_drawn_detections_and_masks(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert main(["--quiet", "demo", "--images", "2", "--seed", "3", "--output", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
-    assert out.count("caption en") == 2 and out.count("  detect ") == 2
+    assert out.count("caption en") == 2 and out.count("  detect ") == 2 and out.count("  segment ") == 2
+    assert out.count(" px") >= 4  # a mask found and a true one, in each scene
     drawn = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert drawn == ["scene-1-detect.png", "scene-1.png", "scene-2-detect.png", "scene-2.png"]
+    assert drawn == [f"scene-{i}{part}.png" for i in (1, 2) for part in ("-detect", "-segment", "")]
     assert Image.open(tmp_path / "out" / "scene-1-detect.png").size == (224, 224)
+    scene, masked = (np.asarray(Image.open(tmp_path / "out" / f"scene-1{part}.png")) for part in ("", "-segment"))
+    assert (scene != masked).any(axis=-1).mean() > 0.02  # translucent masks drawn, not just box outlines
     assert main(["demo", "--images", "0"]) == 2

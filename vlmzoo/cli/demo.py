@@ -1,7 +1,8 @@
 """``vlmzoo demo``: the whole job on the bundled ``shapes-demo`` model, offline, in seconds.
 
-It draws a few new scenes of shapes, asks the model to caption them and to detect one of their shapes,
-prints what it found beside the truth, and saves the images with the detections drawn on them.
+It draws a few new scenes of shapes, asks the model to caption them, to detect one of their shapes and to
+segment that shape's kind, prints what it found beside the truth, and saves the images with the detections
+and the masks drawn on them.
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ def _box(box) -> str:
     return "(" + ", ".join(f"{v:.0f}" for v in box) + ")"
 
 
+def _found(objects) -> str:
+    """Each object's label and box, and the size of its mask when it has one."""
+    described = [f"{o.label} {_box(o.box)}" + ("" if o.mask is None else f" mask {o.mask.sum()} px") for o in objects]
+    return "; ".join(described) or "nothing"
+
+
 def _demo(args: argparse.Namespace) -> int:
     from vlmzoo.data.shapes import caption_text, generate_scene
 
@@ -36,12 +43,18 @@ def _demo(args: argparse.Namespace) -> int:
         save_image(scene.image, output / f"scene-{index}.png")
         drawn = output / f"scene-{index}-detect.png"
         save_image(detection.draw(scene.image), drawn)
+        kind = query.split()[-1]
+        segmentation = vlm.segment(scene.image, kind)
+        masked = output / f"scene-{index}-segment.png"
+        save_image(segmentation.draw(scene.image), masked)
         truth = "; ".join(_box(shape.box) for shape in scene.shapes if shape.label == query)
-        found = "; ".join(f"{obj.label} {_box(obj.box)}" for obj in detection.objects) or "nothing"
         print(f"scene {index} ({scene.size[0]}x{scene.size[1]} pixels, {len(scene.shapes)} shape(s)):")
         print(f"  caption en\n    model: {caption.text!r}\n    truth: {caption_text(scene.shapes)!r}")
-        print(f"  detect {query}\n    model: {found}\n    truth: {truth}")
-        print(f"  saved {drawn}")
+        print(f"  detect {query}\n    model: {_found(detection.objects)}\n    truth: {truth}")
+        shown = zip(scene.shapes, scene.masks(), strict=True)
+        masks = "; ".join(f"{kind} {_box(s.box)} mask {m.sum()} px" for s, m in shown if s.kind == kind)
+        print(f"  segment {kind}\n    model: {_found(segmentation.objects)}\n    truth: {masks}")
+        print(f"  saved {drawn}, {masked}")
     print(f"Your own images: vlmzoo generate {DEMO_MODEL} --image IMAGE --task detect \\\n"
           "    --labels 'red circle' --draw out.png")  # fmt: skip
     return 0
@@ -50,10 +63,10 @@ def _demo(args: argparse.Namespace) -> int:
 def register(commands) -> None:
     demo = commands.add_parser(
         "demo",
-        help="detect and caption shapes with the bundled shapes-demo model (offline)",
-        description="Draw a few new scenes of shapes, caption them and detect one shape in each with the "
-        "shapes-demo model that ships inside vlmzoo (no download), print the answers beside the truth and "
-        "save the drawn detections.",
+        help="detect, segment and caption shapes with the bundled shapes-demo model (offline)",
+        description="Draw a few new scenes of shapes, caption them, detect one shape in each and segment its "
+        "kind with the shapes-demo model that ships inside vlmzoo (no download), print the answers beside the "
+        "truth and save the drawn detections and masks.",
     )
     demo.add_argument("--images", type=int, default=3, help="how many scenes to draw (default 3)")
     demo.add_argument("--seed", type=int, default=0, help="scenes are drawn from this seed (default 0)")
