@@ -6,6 +6,7 @@ exactly, so a scale off by one step or a clamp in the wrong place fails here.
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from vlmzoo.components.quantized import dequantize_int4, dequantize_int8, quantize_int4, quantize_int8
@@ -60,3 +61,107 @@ def test_int4_levels_fit_each_group_better_than_min_max():
     error = (restored - groups).pow(2).sum(dim=-1)
     assert float(error.sum() / min_max_error.sum()) < 0.96
     assert bool((error <= 1.01 * min_max_error).all())
+
+
+# ---- the kernels' edges: guards, slices, biases, casts (each pinned by a surviving mutant) ------------
+
+
+def test_int8pack_guard_takes_only_inputs_in_multiples_of_32():
+    from vlmzoo.components.quantized import int8pack_handles
+
+    assert [int8pack_handles(40, n) for n in (32, 64, 2048, 33, 70, 16, 1)] == [True] * 3 + [False] * 4
+
+
+@pytest.mark.parametrize("in_features", [64, 70])  # PyTorch's kernel, and the dequantized path it crashes on
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_int8_weight_only_computes_the_dequantized_product(in_features, with_bias):
+    from vlmzoo.components.quantized import int8_dequantized, int8_weight_only
+
+    g = torch.Generator().manual_seed(in_features)
+    x, weight = torch.randn(3, in_features, generator=g), torch.randn(24, in_features, generator=g)
+    bias = torch.randn(24, generator=g) if with_bias else None
+    qweight, scales = quantize_int8(weight)
+    expected = torch.nn.functional.linear(x.double(), dequantize_int8(qweight, scales, torch.float64),
+                                          None if bias is None else bias.double())  # fmt: skip
+    got = int8_weight_only(x, qweight, bias, scales)
+    assert got.dtype == x.dtype and got.shape == (3, 24)
+    torch.testing.assert_close(got.double(), expected, rtol=2e-2, atol=5e-2)  # bfloat16 activations
+    if in_features % 32:  # the exact float32 path
+        torch.testing.assert_close(got, int8_dequantized(x, qweight, bias, scales), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_dequantizing_kernels_give_the_same_product_in_slices(monkeypatch, scheme, with_bias):
+    """Large weights are dequantized a few megabytes of rows at a time: the slices join to the whole."""
+    from vlmzoo.components import quantized
+
+    kernel, quantize, dequantize = {
+        "int8": (quantized.int8_dequantized, quantize_int8, dequantize_int8),
+        "int4": (quantized.int4_dequantized, quantize_int4, dequantize_int4),
+    }[scheme]
+    g = torch.Generator().manual_seed(5)
+    x, weight = torch.randn(2, 3, 64, generator=g), torch.randn(40, 64, generator=g)
+    bias = torch.randn(40, generator=g) if with_bias else None
+    qweight, scales = quantize(weight)
+    expected = torch.nn.functional.linear(x, dequantize(qweight, scales, torch.float32), bias)
+    whole = kernel(x, qweight, bias, scales)
+    monkeypatch.setattr(quantized, "DEQUANTIZE_BYTES", 8 * 64 * 4)  # 8 rows a slice: five slices
+    sliced = kernel(x, qweight, bias, scales)
+    for got in (whole, sliced):
+        assert got.shape == (2, 3, 40)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(6, 64), (8, 70), (8, 32)])
+def test_int4_refuses_shapes_its_tiles_cannot_hold(shape):
+    message = rf"int4 needs out_features divisible by 4 and in_features by 64, got \[{shape[0]}, {shape[1]}\]"
+    with pytest.raises(ValueError, match=message):
+        quantize_int4(torch.randn(*shape))
+
+
+@pytest.mark.parametrize("scheme", ["int8", "int4"])
+def test_a_quantized_linear_keeps_its_float_bias(scheme):
+    from torch import nn
+
+    from vlmzoo.components.quantized import SCHEMES, QuantizedLinear
+
+    torch.manual_seed(0)
+    layer = nn.Linear(64, 12, bias=True)
+    quantized = QuantizedLinear.from_float(layer, scheme, SCHEMES[scheme])
+    assert torch.equal(quantized.bias, layer.bias) and not quantized.bias.requires_grad
+    x = torch.randn(5, 64)
+    weight = SCHEMES[scheme].dequantize(quantized.qweight, quantized.scales, torch.float32)
+    torch.testing.assert_close(quantized(x), torch.nn.functional.linear(x, weight, layer.bias), rtol=2e-2, atol=3e-2)
+    assert not torch.allclose(quantized(x), torch.nn.functional.linear(x, weight), atol=1e-2)  # the bias counts
+
+    # an empty one, as loading makes it: on the meta device, in the stored dtypes, with a bias of the model's dtype
+    (qshape, qdtype), (sshape, sdtype) = SCHEMES[scheme].packed_shapes(12, 64)
+    empty = QuantizedLinear(64, 12, scheme, ((qshape, qdtype), (sshape, sdtype)), bias=True, device="meta",
+                            dtype=torch.bfloat16)  # fmt: skip
+    assert empty.qweight.device.type == empty.scales.device.type == empty.bias.device.type == "meta"
+    assert (empty.qweight.shape, empty.qweight.dtype) == (qshape, qdtype)
+    assert (empty.scales.shape, empty.scales.dtype) == (sshape, sdtype)
+    assert empty.bias.shape == (12,) and empty.bias.dtype == torch.bfloat16
+    assert QuantizedLinear(64, 12, scheme, ((qshape, qdtype), (sshape, sdtype)), device="meta").bias is None
+
+
+def test_a_quantized_embedding_follows_the_models_dtype():
+    from torch import nn
+
+    from vlmzoo.components.quantized import QuantizedEmbedding
+
+    torch.manual_seed(0)
+    table = nn.Embedding(10, 32)
+    quantized = QuantizedEmbedding.from_float(table)
+    assert quantized.qweight.device.type == "cpu" and quantized.dtype == torch.float32
+    ids = torch.tensor([[1, 7], [3, 3]])
+    rows = quantized(ids)
+    assert rows.dtype == torch.float32
+    torch.testing.assert_close(rows, table(ids).detach(), rtol=0, atol=table.weight.abs().max().item() / 127)
+    quantized.to(torch.bfloat16)  # the int8 table stays; what it returns follows the cast
+    assert quantized.qweight.dtype == torch.int8 and quantized.scales.dtype == torch.bfloat16
+    assert quantized(ids).dtype == quantized.dequantized().dtype == quantized.dtype == torch.bfloat16
+    torch.testing.assert_close(quantized(ids), rows.to(torch.bfloat16))
+    empty = QuantizedEmbedding(10, 32, torch.float32, device="meta")
+    assert empty.qweight.device.type == "meta" and empty.scales.dtype == torch.bfloat16
