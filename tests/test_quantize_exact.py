@@ -165,3 +165,18 @@ def test_a_quantized_embedding_follows_the_models_dtype():
     torch.testing.assert_close(quantized(ids), rows.to(torch.bfloat16))
     empty = QuantizedEmbedding(10, 32, torch.float32, device="meta")
     assert empty.qweight.device.type == "meta" and empty.scales.dtype == torch.bfloat16
+
+
+def test_int8_quantizes_large_weights_a_block_of_rows_at_a_time(monkeypatch):
+    """Row blocks (a vocabulary of 257,152 rows is never held whole in float32) give the same integers and
+    bfloat16 scales as one pass, whatever the shape."""
+    from vlmzoo.components import quantized
+
+    weight = torch.randn(40, 16, generator=torch.Generator().manual_seed(2))
+    whole = quantize_int8(weight)
+    monkeypatch.setattr(quantized, "CHUNK_ROWS", 8)
+    blocks = quantize_int8(weight)
+    for qweight, scales in (whole, blocks):
+        assert qweight.dtype == torch.int8 and scales.dtype == torch.bfloat16 and scales.shape == (40,)
+    assert torch.equal(whole[0], blocks[0]) and torch.equal(whole[1], blocks[1])
+    assert int(blocks[0].abs().amax(dim=1).min()) >= 126  # every row, the last blocks too, spans the range
