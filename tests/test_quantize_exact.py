@@ -57,6 +57,7 @@ def test_int4_levels_fit_each_group_better_than_min_max():
     step = (high - low) / 15
     min_max_error = (((groups - low) / step).round() * step + low - groups).pow(2).sum(dim=-1)
     packed, scales_and_zeros = quantize_int4(weight)
+    assert packed.dtype == torch.uint8 and scales_and_zeros.dtype == torch.bfloat16
     restored = dequantize_int4(packed, scales_and_zeros, torch.float64).reshape(64, 2, 128)
     error = (restored - groups).pow(2).sum(dim=-1)
     assert float(error.sum() / min_max_error.sum()) < 0.96
@@ -86,8 +87,11 @@ def test_int8_weight_only_computes_the_dequantized_product(in_features, with_bia
     got = int8_weight_only(x, qweight, bias, scales)
     assert got.dtype == x.dtype and got.shape == (3, 24)
     torch.testing.assert_close(got.double(), expected, rtol=2e-2, atol=5e-2)  # bfloat16 activations
+    exact = int8_dequantized(x, qweight, bias, scales)
     if in_features % 32:  # the exact float32 path
-        torch.testing.assert_close(got, int8_dequantized(x, qweight, bias, scales), rtol=0, atol=0)
+        torch.testing.assert_close(got, exact, rtol=0, atol=0)
+    else:  # PyTorch's kernel, with its bfloat16 activations
+        assert not torch.equal(got, exact)
 
 
 @pytest.mark.parametrize("scheme", ["int8", "int4"])
@@ -101,15 +105,15 @@ def test_dequantizing_kernels_give_the_same_product_in_slices(monkeypatch, schem
         "int4": (quantized.int4_dequantized, quantize_int4, dequantize_int4),
     }[scheme]
     g = torch.Generator().manual_seed(5)
-    x, weight = torch.randn(2, 3, 64, generator=g), torch.randn(40, 64, generator=g)
-    bias = torch.randn(40, generator=g) if with_bias else None
+    x, weight = torch.randn(2, 3, 64, generator=g), torch.randn(80, 64, generator=g)  # more rows than inputs
+    bias = torch.randn(80, generator=g) if with_bias else None
     qweight, scales = quantize(weight)
     expected = torch.nn.functional.linear(x, dequantize(qweight, scales, torch.float32), bias)
     whole = kernel(x, qweight, bias, scales)
-    monkeypatch.setattr(quantized, "DEQUANTIZE_BYTES", 8 * 64 * 4)  # 8 rows a slice: five slices
+    monkeypatch.setattr(quantized, "DEQUANTIZE_BYTES", 8 * 64 * 4)  # 8 rows a slice: ten slices
     sliced = kernel(x, qweight, bias, scales)
     for got in (whole, sliced):
-        assert got.shape == (2, 3, 40)
+        assert got.shape == (2, 3, 80)
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -164,7 +168,7 @@ def test_a_quantized_embedding_follows_the_models_dtype():
     assert quantized(ids).dtype == quantized.dequantized().dtype == quantized.dtype == torch.bfloat16
     torch.testing.assert_close(quantized(ids), rows.to(torch.bfloat16))
     empty = QuantizedEmbedding(10, 32, torch.float32, device="meta")
-    assert empty.qweight.device.type == "meta" and empty.scales.dtype == torch.bfloat16
+    assert empty.qweight.device.type == empty.scales.device.type == "meta" and empty.scales.dtype == torch.bfloat16
 
 
 def test_int8_quantizes_large_weights_a_block_of_rows_at_a_time(monkeypatch):
