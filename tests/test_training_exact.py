@@ -193,3 +193,43 @@ def test_latest_is_the_highest_complete_step_and_old_ones_are_pruned(tmp_path):
     assert checkpointing.find_checkpoint(str(named), tmp_path) == named
     with pytest.raises(checkpointing.CheckpointError, match="is not a training checkpoint"):
         checkpointing.find_checkpoint(str(incomplete), tmp_path)
+
+
+def test_lora_adapters_resume_exactly_and_a_mismatch_names_the_file(tmp_path):
+    """A checkpoint's adapters go back into the same LoRA layers value for value; adapters of other layers
+    (a different `lora.targets`) are refused with the file and the missing / unexpected names."""
+    from safetensors.torch import save_file
+
+    from vlmzoo.training.checkpointing import ADAPTERS_FILE, CheckpointError, load_adapters
+    from vlmzoo.training.lora import apply_lora
+
+    def adapted(targets, seed):
+        model = vlmzoo.build(tiny_config(num_layers=1), seed=0)
+        apply_lora(model, targets, rank=2)
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if name.endswith((".lora_a", ".lora_b")):
+                    param.normal_()
+        return model
+
+    def adapters(model):
+        return {n: p.detach().clone() for n, p in model.named_parameters() if n.endswith((".lora_a", ".lora_b"))}
+
+    saved = adapted(["language_model.*.q_proj"], seed=1)
+    save_file(adapters(saved), tmp_path / ADAPTERS_FILE)
+    resumed = adapted(["language_model.*.q_proj"], seed=2)
+    load_adapters(resumed, tmp_path)
+    for name, tensor in adapters(saved).items():
+        assert torch.equal(adapters(resumed)[name], tensor), name
+
+    for targets, missing, unexpected in (
+        (["language_model.*.q_proj", "language_model.*.v_proj"], "v_proj", None),  # a layer more
+        (["language_model.*.k_proj"], "k_proj", "q_proj"),  # other layers
+    ):
+        with pytest.raises(CheckpointError) as error:
+            load_adapters(adapted(targets, seed=3), tmp_path)
+        message = str(error.value)
+        assert str(tmp_path / ADAPTERS_FILE) in message and "resume with the same lora settings" in message
+        assert missing in message.split("unexpected")[0]
+        assert (unexpected or "[]") in message.split("unexpected")[1]
