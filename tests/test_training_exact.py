@@ -233,3 +233,16 @@ def test_lora_adapters_resume_exactly_and_a_mismatch_names_the_file(tmp_path):
         assert str(tmp_path / ADAPTERS_FILE) in message and "resume with the same lora settings" in message
         assert missing in message.split("unexpected")[0]
         assert (unexpected or "[]") in message.split("unexpected")[1]
+
+
+@pytest.mark.parametrize("text", [None, '{"step": 4,', "{\"step\": \"caf\u00e9\"}"])
+def test_a_checkpoint_state_file_is_read_as_utf8_or_refused_by_name(tmp_path, text):
+    from vlmzoo.training.checkpointing import STATE_FILE, CheckpointError, read_state
+
+    if text is not None:
+        (tmp_path / STATE_FILE).write_bytes(text.encode("utf-8"))
+    if text == '{"step": "caf\u00e9"}':
+        assert read_state(tmp_path) == {"step": "caf\u00e9"}
+        return
+    with pytest.raises(CheckpointError, match=rf"cannot read {tmp_path / STATE_FILE}: "):
+        read_state(tmp_path)
