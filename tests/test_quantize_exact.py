@@ -44,3 +44,49 @@ def test_int4_hits_each_groups_extremes_and_constant_groups():
         assert abs(float(got[0] - group[0])) < 0.02 and abs(float(got[-1] - group[-1])) < 0.02
         step = float(group[-1] - group[0]) / 15
         assert bool(((got - group).abs() <= step / 2 + 0.02).all())
+
+
+def test_quantized_embedding_looks_up_its_own_rows_and_keeps_its_dtype_through_moves_and_casts():
+    from torch import nn
+
+    from vlmzoo.components.quantized import QuantizedEmbedding
+
+    torch.manual_seed(0)
+    embedding = nn.Embedding(8, 32).to(torch.bfloat16)
+    quantized = QuantizedEmbedding.from_float(embedding)
+    qweight, scales = quantize_int8(embedding.weight.detach())
+    assert torch.equal(quantized.qweight, qweight) and torch.equal(quantized.scales, scales)
+    ids = torch.tensor([[3, 0, 7]])
+    rows = quantized(ids)
+    assert rows.dtype == torch.bfloat16 and rows.shape == (1, 3, 32)
+    expected = dequantize_int8(qweight, scales, torch.float32)[ids[0]].to(torch.bfloat16)
+    assert torch.equal(rows[0], expected)
+    assert quantized.dequantized().dtype == torch.bfloat16
+    assert torch.equal(quantized.dequantized(), dequantize_int8(qweight, scales, torch.bfloat16))
+    # a move keeps the activation dtype; a cast changes it, as it would for a float weight
+    assert quantized.to("cpu").dtype == torch.bfloat16
+    assert quantized.float().dtype == torch.float32 and quantized(ids).dtype == torch.float32
+    assert quantized.to("cpu").dtype == torch.float32
+    assert quantized.dequantized().dtype == torch.float32
+    assert quantized.qweight.dtype == torch.int8  # the stored integers are never cast
+
+
+def test_dequantizing_kernels_add_the_bias_of_each_slice_of_rows(monkeypatch):
+    import torch.nn.functional as F
+
+    from vlmzoo.components import quantized as q
+
+    torch.manual_seed(1)
+    weight, bias, x = torch.randn(24, 128), torch.randn(24), torch.randn(2, 3, 128)
+    packed, scales_and_zeros = quantize_int4(weight)
+    qweight, scales = quantize_int8(weight)
+    int4_weight = dequantize_int4(packed, scales_and_zeros, torch.float32)
+    int8_weight = dequantize_int8(qweight, scales, torch.float32)
+    for budget in (q.DEQUANTIZE_BYTES, 2048):  # one slice, then slices of a few rows (several tiles)
+        monkeypatch.setattr(q, "DEQUANTIZE_BYTES", budget)
+        got4 = q.int4_dequantized(x, packed, bias, scales_and_zeros)
+        torch.testing.assert_close(got4, F.linear(x, int4_weight, bias), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(q.int4_dequantized(x, packed, None, scales_and_zeros), F.linear(x, int4_weight))
+        got8 = q.int8_dequantized(x, qweight, bias, scales)
+        torch.testing.assert_close(got8, F.linear(x, int8_weight, bias), atol=1e-5, rtol=1e-5)
+        assert got4.shape == got8.shape == (2, 3, 24)
