@@ -90,3 +90,21 @@ def test_dequantizing_kernels_add_the_bias_of_each_slice_of_rows(monkeypatch):
         got8 = q.int8_dequantized(x, qweight, bias, scales)
         torch.testing.assert_close(got8, F.linear(x, int8_weight, bias), atol=1e-5, rtol=1e-5)
         assert got4.shape == got8.shape == (2, 3, 24)
+
+
+def test_int4_stores_bfloat16_scales_in_the_advertised_shapes_and_refuses_other_shapes():
+    import pytest
+
+    from vlmzoo.components.quantized import INT4
+
+    packed, scales_and_zeros = quantize_int4(torch.randn(8, 256))
+    (packed_shape, packed_dtype), (scales_shape, scales_dtype) = INT4.packed_shapes(8, 256)
+    assert (tuple(packed.shape), packed.dtype) == (packed_shape, packed_dtype) == ((8, 128), torch.uint8)
+    assert (tuple(scales_and_zeros.shape), scales_and_zeros.dtype) == (scales_shape, scales_dtype)
+    assert scales_dtype == torch.bfloat16 and scales_shape == (8, 2, 2)  # groups of 128
+    for shape in ((6, 128), (8, 100)):
+        assert not INT4.accepts(*shape)
+        with pytest.raises(
+            ValueError, match=rf"int4 needs out_features divisible by 4.*got \[{shape[0]}, {shape[1]}\]"
+        ):
+            quantize_int4(torch.zeros(shape))
