@@ -108,3 +108,18 @@ def test_int4_stores_bfloat16_scales_in_the_advertised_shapes_and_refuses_other_
             ValueError, match=rf"int4 needs out_features divisible by 4.*got \[{shape[0]}, {shape[1]}\]"
         ):
             quantize_int4(torch.zeros(shape))
+
+
+def test_int8_dequantizing_kernel_covers_every_row_when_rows_outnumber_inputs(monkeypatch):
+    import torch.nn.functional as F
+
+    from vlmzoo.components import quantized as q
+
+    torch.manual_seed(2)
+    weight, x = torch.randn(64, 32), torch.randn(5, 32)
+    qweight, scales = quantize_int8(weight)
+    expected = F.linear(x, dequantize_int8(qweight, scales, torch.float32))
+    monkeypatch.setattr(q, "DEQUANTIZE_BYTES", 32 * 4 * 32)  # two slices of 32 rows
+    got = q.int8_dequantized(x, qweight, None, scales)
+    assert got.shape == (5, 64)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
