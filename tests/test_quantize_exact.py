@@ -123,3 +123,18 @@ def test_int8_dequantizing_kernel_covers_every_row_when_rows_outnumber_inputs(mo
     got = q.int8_dequantized(x, qweight, None, scales)
     assert got.shape == (5, 64)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_int4_dequantizing_kernel_covers_both_slices_of_two(monkeypatch):
+    import torch.nn.functional as F
+
+    from vlmzoo.components import quantized as q
+
+    torch.manual_seed(3)
+    weight, x = torch.randn(64, 128), torch.randn(5, 128)
+    packed, scales_and_zeros = quantize_int4(weight)
+    expected = F.linear(x, dequantize_int4(packed, scales_and_zeros, torch.float32))
+    monkeypatch.setattr(q, "DEQUANTIZE_BYTES", 64 * 2 * 4 * 32)  # two slices of 32 rows
+    got = q.int4_dequantized(x, packed, None, scales_and_zeros)
+    assert got.shape == (5, 64)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
