@@ -93,3 +93,30 @@ def test_decode_drops_special_tokens_but_keeps_locations():
     assert proc.decode(torch.tensor([ids])) == "<loc0012><seg003> cat"
     assert proc.batch_decode(torch.tensor([ids, ids])) == ["<loc0012><seg003> cat"] * 2
     assert "<eos>" in proc.decode(ids, skip_special_tokens=False)
+
+
+def test_decode_takes_one_sequence_in_every_form_and_refuses_a_batch():
+    proc = processor()
+    ids = [proc.bos_token_id, *text_ids(proc, "<loc0012> cat"), proc.eos_token_id]
+    text = "<loc0012> cat"
+    assert proc.decode(ids) == text
+    assert proc.decode([ids]) == text  # a one-row batch as a list of lists
+    assert proc.decode(tuple(ids)) == text
+    assert proc.decode(np.array(ids)) == text
+    loc = text_ids(proc, "<loc0012>")[0]
+    assert proc.decode(loc) == "<loc0012>" and proc.decode(np.int64(loc)) == "<loc0012>"
+    assert proc.decode([loc]) == "<loc0012>"
+    with pytest.raises(ValueError, match="decode got nested lists; use batch_decode for a batch"):
+        proc.decode([ids, ids])
+    with pytest.raises(ValueError, match=r"decode got ids of shape \(2, \d+\); decode takes one sequence"):
+        proc.decode(torch.tensor([ids, ids]))
+
+
+def test_batch_decode_reads_a_single_row_as_a_batch_of_one_and_refuses_3d():
+    proc = processor()
+    ids = [*text_ids(proc, "<seg003> dog"), proc.eos_token_id]
+    assert proc.batch_decode(torch.tensor(ids)) == ["<seg003> dog"]
+    assert proc.batch_decode(np.array(ids)) == ["<seg003> dog"]
+    assert proc.batch_decode([ids, ids[:1]]) == ["<seg003> dog", "<seg003>"]
+    with pytest.raises(ValueError, match=r"batch_decode expects a 2-D batch of ids, got shape \(1, 1, \d+\)"):
+        proc.batch_decode(torch.tensor([[ids]]))
