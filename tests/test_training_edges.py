@@ -1,0 +1,134 @@
+"""Fine-tuning details a user would feel if they broke: the logged gradient norm, nested output folders,
+evaluation steps, LoRA dropout and dtypes, data files with blank lines and defaults, data specs,
+torchrun detection, seeded mask VAEs."""
+
+# ruff: noqa: F811  (pytest fixtures imported from test_training are redefined as arguments)
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from test_training import data_file, processor, processor_dir, read_metrics, tiny_model  # noqa: F401
+
+import vlmzoo
+from vlmzoo.training import Collator, SuffixLoss, load_records
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def test_the_logged_gradient_norm_is_that_of_the_mean_token_loss(tmp_path, data_file, processor):  # noqa: F811
+    """Step 1's grad_norm is the norm of the gradient of the loss averaged over suffix tokens (the loss
+    Hugging Face reports), computed here by hand; eval lines carry their step; nested folders are made."""
+    out = tmp_path / "runs" / "deep" / "run"  # parents that do not exist yet
+    vlmzoo.train(
+        tiny_model(), processor, data_file, eval_data=data_file, output_dir=out, max_steps=2, batch_size=4,
+        learning_rate=1e-3, warmup_steps=0, eval_every=1, eval_detection=False, max_grad_norm=1e6,
+    )  # fmt: skip
+    metrics = read_metrics(out)
+    assert [m["step"] for m in metrics if "eval_loss" in m] == [1, 2]
+    first = [m for m in metrics if "grad_norm" in m][0]
+
+    model = tiny_model()
+    batch = Collator(processor, padding_side="right")(load_records(data_file))
+    keys = ("input_ids", "pixel_values", "attention_mask", "token_type_ids", "labels")
+    summed = SuffixLoss(model)(**{k: batch[k] for k in keys})
+    (summed / int((batch["labels"][:, 1:] != -100).sum())).backward()
+    norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters() if p.grad is not None]))
+    assert first["step"] == 1 and first["grad_norm"] == pytest.approx(float(norm), rel=1e-4)
+
+
+def test_lora_dropout_reaches_the_adapters(
+    tmp_path,
+    data_file,
+    processor,
+    monkeypatch,  # noqa: F811
+):
+    from vlmzoo.training import trainer
+    from vlmzoo.training.lora import LoraLinear, apply_lora
+
+    made: list[LoraLinear] = []
+
+    def recording_apply_lora(model, targets, **options):
+        names = apply_lora(model, targets, **options)
+        made.extend(m for m in model.modules() if isinstance(m, LoraLinear))
+        return names
+
+    monkeypatch.setattr(trainer, "apply_lora", recording_apply_lora)
+    vlmzoo.train(
+        tiny_model(), processor, data_file, output_dir=tmp_path / "run", max_steps=1, batch_size=4,
+        train="lora", lora={"rank": 2, "dropout": 0.25},
+    )  # fmt: skip
+    assert made and all(a.dropout.p == 0.25 for a in made)
+
+
+def test_data_files_skip_blank_lines_and_default_the_prefix(tmp_path):
+    from test_training import write_images
+
+    write_images(tmp_path / "images", count=3)
+    lines = [
+        json.dumps({"image": "images/img0.png", "suffix": "a"}),
+        "",
+        "   ",
+        json.dumps({"image": "images/img1.png", "prefix": "caption en", "suffix": "b"}),
+        json.dumps({"image": "images/img2.png", "prefix": "caption en", "suffix": "c"}),
+    ]
+    path = tmp_path / "train.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    records = load_records(path)
+    assert [r.suffix for r in records] == ["a", "b", "c"]
+    assert records[0].prefix == "" and records[1].prefix == "caption en"
+
+
+def test_data_specs_by_mapping_generate_or_read_records(tmp_path):
+    from vlmzoo.data import records_from_spec
+
+    spec = {"generator": "shapes", "seed": 3, "images": 2, "size": 112}
+    generated, direct = load_records(spec), records_from_spec(spec)
+    assert [r.prefix for r in generated] == [d["prefix"] for d in direct] and generated
+
+    import PIL.Image
+
+    PIL.Image.new("RGB", (40, 30)).save(tmp_path / "a.png")
+    coco = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 30}],
+        "categories": [{"id": 1, "name": "cat"}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [4, 3, 20, 15]}],
+    }
+    (tmp_path / "instances.json").write_text(json.dumps(coco))
+    records = load_records({"coco": str(tmp_path / "instances.json"), "images": str(tmp_path)})
+    assert len(records) == 1 and [o.label for o in records[0].objects] == ["cat"]
+    assert records[0].objects[0].box == pytest.approx((4, 3, 24, 18))
+
+
+def test_torchrun_is_recognised_from_two_processes(monkeypatch):
+    from vlmzoo.training.distributed import launched_by_torchrun
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert not launched_by_torchrun()
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert not launched_by_torchrun()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert launched_by_torchrun()
+
+
+def test_mask_vae_training_repeats_from_its_seed_and_follows_the_learning_rate():
+    import random
+
+    from vlmzoo.training.mask_vae import train_mask_vae
+
+    def crops(rng: random.Random, n: int) -> torch.Tensor:
+        out = torch.zeros(n, 64, 64)
+        for i in range(n):
+            x, y = rng.randrange(0, 32), rng.randrange(0, 32)
+            out[i, y : y + 24, x : x + 24] = 1.0
+        return out
+
+    def weights(**options):
+        vae = train_mask_vae(crops, steps=2, batch_size=4, **options)
+        return torch.cat([p.detach().flatten() for p in vae.state_dict().values() if p.is_floating_point()])
+
+    first, again = weights(seed=1), weights(seed=1)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, weights(seed=2))
+    assert not torch.equal(first, weights(seed=1, learning_rate=1e-1))
