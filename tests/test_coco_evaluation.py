@@ -67,3 +67,17 @@ def test_invalid_objects_are_parts_that_are_not_whole_objects_of_a_named_class()
 def test_eval_needs_data_or_coco(capsys):
     assert main(["eval", "shapes-demo"]) == 2
     assert "give --data (JSONL records) or --coco" in capsys.readouterr().err
+
+
+def test_segment_evaluation_reports_box_and_mask_figures_from_the_models_own_vae(demo, tmp_path):
+    from vlmzoo.tasks import get_postprocessor
+
+    model, processor = demo
+    shapes = write_coco_dataset(tmp_path, seed=1001, num_images=2, size=112)
+    post = get_postprocessor("segment", vae=processor.mask_vae)
+    evaluation = evaluate_coco(model, processor, shapes, task="segment", postprocessor=post,
+                               classes_per_prompt=1, no_match="none", progress=False)  # fmt: skip
+    assert [m.iou_type for m in evaluation.metrics] == ["bbox", "segm"]
+    masks = [r for r in evaluation.results if "segmentation" in r]
+    assert masks and evaluation.metrics[1].overall == coco_metrics(shapes, masks, "segm").overall
+    assert evaluation.metrics[1].overall["AP50"] > 0.5  # the demo model's masks cover its shapes

@@ -126,3 +126,50 @@ def test_a_saved_processor_is_read_back_by_transformers(processor_dir, tmp_path)
     tokenizer = AutoTokenizer.from_pretrained(str(out))
     assert tokenizer.model_max_length == 512
     assert tokenizer.pad_token_id == processor.pad_token_id and tokenizer.bos_token_id == processor.bos_token_id
+
+
+def _word_tokenizer(with_image: bool):
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import Whitespace
+
+    words = ["<pad>", "<eos>", "<bos>", "<unk>", "a", "b"] + (["<image>"] if with_image else [])
+    tokenizer = Tokenizer(WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = Whitespace()
+    tokenizer.add_special_tokens(["<pad>", "<eos>", "<bos>"])  # added tokens, none of them the image token
+    return tokenizer
+
+
+def test_a_processor_adds_a_missing_image_token_and_refuses_bad_settings_by_name():
+    from vlmzoo.paligemma.processor import PaliGemmaProcessor
+
+    processor = PaliGemmaProcessor(_word_tokenizer(with_image=False), 28, 4)
+    assert processor.tokenizer.token_to_id("<image>") == processor.image_token_id
+    kept = PaliGemmaProcessor(_word_tokenizer(with_image=True), 28, 4)
+    assert kept.image_token_id == 6  # already in the vocabulary: not added again
+
+    with pytest.raises(TypeError, match=r"tokenizer must be a tokenizers.Tokenizer, got dict"):
+        PaliGemmaProcessor({}, 28, 4)
+    with pytest.raises(ValueError, match="must be positive, got 28 and 0"):
+        PaliGemmaProcessor(_word_tokenizer(True), 28, 0)
+    with pytest.raises(ValueError, match=r"need 3 values \(RGB\)"):
+        PaliGemmaProcessor(_word_tokenizer(True), 28, 4, image_mean=(0.5, 0.5))
+    for name in ("bos_token", "eos_token"):
+        with pytest.raises(ValueError, match=rf"^{name} '<nope>' is not in the tokenizer's vocabulary"):
+            PaliGemmaProcessor(_word_tokenizer(True), 28, 4, **{name: "<nope>"})
+
+
+def test_processor_calls_name_what_is_wrong(processor_dir):
+    processor = vlmzoo.load_processor(processor_dir, max_length=6)
+    image = np.zeros((28, 28, 3), dtype=np.uint8)
+    with pytest.raises(TypeError, match=r"got both suffixes= and suffix="):
+        processor(image, "a", suffixes="b", suffix="b")
+    with pytest.raises(ValueError, match="empty list of prompts"):
+        processor([], [])
+    with pytest.raises(ValueError, match="Use a shorter prompt and suffix,"):
+        processor(image, "a", suffixes="a b a b a b")
+    with pytest.raises(ValueError, match="Use a shorter prompt,"):
+        processor(image, "a b a b a b")
+    short = vlmzoo.load_processor(processor_dir)
+    same = short([image, image], ["a", "b"], padding="do_not_pad")
+    assert torch.equal(same["input_ids"], short([image, image], ["a", "b"], padding=False)["input_ids"])

@@ -17,16 +17,18 @@ from vlmzoo.training import Collator, SuffixLoss, load_records
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def test_the_logged_gradient_norm_is_that_of_the_mean_token_loss(tmp_path, data_file, processor):  # noqa: F811
+def test_the_logged_gradient_norm_is_that_of_the_mean_token_loss(tmp_path, data_file, processor, processor_dir):  # noqa: F811
     """Step 1's grad_norm is the norm of the gradient of the loss averaged over suffix tokens (the loss
     Hugging Face reports), computed here by hand; eval lines carry their step; nested folders are made."""
     out = tmp_path / "runs" / "deep" / "run"  # parents that do not exist yet
     vlmzoo.train(
-        tiny_model(), processor, data_file, eval_data=data_file, output_dir=out, max_steps=2, batch_size=4,
+        tiny_model(), processor_dir, data_file, eval_data=data_file, output_dir=out, max_steps=2, batch_size=4,
         learning_rate=1e-3, warmup_steps=0, eval_every=1, eval_detection=False, max_grad_norm=1e6,
     )  # fmt: skip
     metrics = read_metrics(out)
     assert [m["step"] for m in metrics if "eval_loss" in m] == [1, 2]
+    assert metrics[0]["event"] == "start" and metrics[0]["world_size"] == 1
+    assert json.loads((out / "training_config.json").read_text())["processor"] == str(processor_dir)
     first = [m for m in metrics if "grad_norm" in m][0]
 
     model = tiny_model()
@@ -132,3 +134,30 @@ def test_mask_vae_training_repeats_from_its_seed_and_follows_the_learning_rate()
     assert torch.equal(first, again)
     assert not torch.equal(first, weights(seed=2))
     assert not torch.equal(first, weights(seed=1, learning_rate=1e-1))
+
+
+def test_answers_gathered_across_processes_keep_labels_scores_and_masks(tmp_path):
+    import numpy as np
+    import torch.distributed as dist
+
+    from vlmzoo.tasks import DetectedObject
+    from vlmzoo.training.coco_evaluation import gather_answers
+    from vlmzoo.training.distributed import ProcessGroup
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        group = ProcessGroup(active=True)
+        mask = np.zeros((4, 4), dtype=bool)
+        mask[1:3, 1:3] = True
+        found = [DetectedObject("cat", (1.0, 1.0, 3.0, 3.0), mask=mask, score=0.75)]
+        truth = [DetectedObject("dog", (0.0, 0.0, 2.0, 2.0))]
+        ((index, classes, size, true_objects, found_objects),) = gather_answers(
+            [(3, ["cat"], (4, 4), truth, found)], group
+        )
+        assert (index, classes, size) == (3, ["cat"], (4, 4))
+        assert [(o.label, tuple(o.box)) for o in true_objects] == [("dog", (0.0, 0.0, 2.0, 2.0))]
+        assert found_objects[0].label == "cat" and found_objects[0].score == 0.75
+        assert np.array_equal(found_objects[0].mask, mask)
+        assert group.sum([1.5, 2.0]) == [1.5, 2.0]
+    finally:
+        dist.destroy_process_group()
