@@ -58,10 +58,14 @@ def test_lora_dropout_reaches_the_adapters(
 
     monkeypatch.setattr(trainer, "apply_lora", recording_apply_lora)
     vlmzoo.train(
-        tiny_model(), processor, data_file, output_dir=tmp_path / "run", max_steps=1, batch_size=4,
-        train="lora", lora={"rank": 2, "dropout": 0.25},
+        tiny_model(), processor, data_file, output_dir=tmp_path / "run", max_steps=2, batch_size=4,
+        train="lora", lora={"rank": 2, "dropout": 0.25}, save_every=1, keep_checkpoints=None,
     )  # fmt: skip
     assert made and all(a.dropout.p == 0.25 for a in made)
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / "run" / "checkpoints" / "step-00000001" / "adapters.safetensors", "pt") as f:
+        assert f.metadata() == {"format": "pt"}  # what Hugging Face tools look for in a PyTorch file
 
 
 def test_data_files_skip_blank_lines_and_default_the_prefix(tmp_path):
@@ -161,3 +165,39 @@ def test_answers_gathered_across_processes_keep_labels_scores_and_masks(tmp_path
         assert group.sum([1.5, 2.0]) == [1.5, 2.0]
     finally:
         dist.destroy_process_group()
+
+
+def test_segment_records_with_written_answers_are_scored_in_their_images_pixels(tmp_path):
+    """A record whose suffix is the model's own answer scores mIoU 1 and box accuracy 1 (the written
+    <loc>/<seg> tokens are read at the record's image size, whatever it is)."""
+    import PIL.Image
+
+    from vlmzoo.data import shapes
+    from vlmzoo.training.evaluation import segmentation_scores
+
+    pipeline = vlmzoo.load("shapes-demo")
+    path = shapes.write_dataset(tmp_path / "data", seed=43, num_images=2, size=96, kinds=["segment_shape"])
+    records = []
+    for line in path.read_text().splitlines():
+        item = json.loads(line)
+        image = PIL.Image.open(path.parent / item["image"]).convert("RGB")
+        answer = pipeline.segment(image, item["prefix"].removeprefix("segment "))
+        if answer.objects:
+            records.append({"image": image, "prefix": item["prefix"], "suffix": answer.raw_text})
+    assert records
+    scores = segmentation_scores(pipeline.model, pipeline.processor, load_records(records))
+    assert scores["segment_miou"] == pytest.approx(1.0) and scores["segment_boxacc@0.5"] == 1.0
+
+
+def test_unreadable_configs_and_data_specs_say_what_failed(tmp_path):
+    from vlmzoo.training import DataError, TrainingConfig
+
+    bad = tmp_path / "run.toml"
+    bad.write_text("max_steps = = 3\n")
+    with pytest.raises(ValueError, match=r"run.toml is not valid TOML: "):
+        TrainingConfig.from_file(bad)
+    with pytest.raises(DataError, match=r"^cannot generate training data from \{'generator': 'no-such'"):
+        load_records({"generator": "no-such"})
+    (tmp_path / "instances.json").write_text('{"images": 3}')
+    with pytest.raises(DataError, match=r"^cannot read training data from \{'coco'"):
+        load_records({"coco": str(tmp_path / "instances.json")})
