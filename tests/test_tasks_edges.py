@@ -105,7 +105,10 @@ def test_a_flat_segment_box_is_invalid_and_one_prediction_matches_one_object():
     assert tally.metrics()["boxacc@0.5"] == pytest.approx(0.5) and tally.metrics()["miou"] == pytest.approx(0.5)
 
 
-@pytest.mark.parametrize(("color", "ink"), [((250, 230, 40), (0, 0, 0)), ((20, 20, 160), (255, 255, 255))])
+@pytest.mark.parametrize(
+    ("color", "ink"),
+    [((250, 230, 40), (0, 0, 0)), ((20, 20, 160), (255, 255, 255)), ((120, 140, 255), (0, 0, 0))],
+)
 def test_label_tags_are_written_in_ink_that_reads_on_their_colour(color, ink):
     import PIL.Image
 
@@ -131,3 +134,16 @@ def test_a_replaced_vae_file_is_read_again(tmp_path):
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     assert path.stat().st_size == stat.st_size
     assert not torch.equal(load_mask_decoder(path).decode_masks(codes), first)
+
+
+def test_empty_masks_round_trip_through_rle_and_bad_names_say_which_argument():
+    from vlmzoo.tasks.base import TaskError, check_names
+    from vlmzoo.tasks.rle import mask_to_rle, rle_to_mask
+
+    for shape in ((0, 5), (5, 0), (0, 0)):
+        empty = np.zeros(shape, dtype=bool)
+        assert rle_to_mask(mask_to_rle(empty)).shape == shape
+    with pytest.raises(TaskError, match=r"^objects must be a name or a non-empty list"):
+        check_names([])
+    with pytest.raises(TaskError, match=r"^each of objects must be a non-empty string"):
+        check_names(["cat", " "])
