@@ -6,6 +6,8 @@
 #   bash scripts/mutation.sh                                   # every module in [tool.mutmut] (hours)
 #   bash scripts/mutation.sh "vlmzoo.generation.samplers.*"    # one module (mutant names are globs)
 #   bash scripts/mutation.sh "vlmzoo.tasks.locations.*" "vlmzoo.training.loss.*"
+#   MUTATION_SAMPLE=100 bash scripts/mutation.sh                # 100 mutants a package, seeded (minutes)
+#   .venv/bin/python scripts/mutation_sample.py score          # that sample's score per package
 #   .venv/bin/mutmut results                                   # the survivors of the runs so far
 #   .venv/bin/mutmut show NAME                                 # one mutant's diff
 #
@@ -19,5 +21,10 @@ cd "$(dirname "$0")/.."
 # cost a minute per mutant. One intra-op thread: tiny models are faster on one, and the runs steadier.
 export VLMZOO_CPU_KERNELS=0 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
+if [[ -n "${MUTATION_SAMPLE:-}" ]]; then
+    [[ -d mutants/vlmzoo ]] || nice -n 5 .venv/bin/mutmut run "vlmzoo.processing.batch.*"  # generates the mutants (and runs 12)
+    mapfile -t sampled < <(.venv/bin/python scripts/mutation_sample.py names --per-package "$MUTATION_SAMPLE")
+    set -- "${sampled[@]}" "$@"
+fi
 nice -n 5 .venv/bin/mutmut run --max-children "${MUTATION_JOBS:-1}" "$@"
 .venv/bin/mutmut results
