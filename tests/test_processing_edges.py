@@ -173,3 +173,13 @@ def test_processor_calls_name_what_is_wrong(processor_dir):
     short = vlmzoo.load_processor(processor_dir)
     same = short([image, image], ["a", "b"], padding="do_not_pad")
     assert torch.equal(same["input_ids"], short([image, image], ["a", "b"], padding=False)["input_ids"])
+
+
+def test_a_saved_processor_names_only_the_special_tokens_its_vocabulary_has(tmp_path):
+    from vlmzoo.paligemma.processor import PaliGemmaProcessor
+
+    PaliGemmaProcessor(_word_tokenizer(with_image=True), 28, 4).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert config["unk_token"] == "<unk>" and config["mask_token"] is None  # no <mask> in this vocabulary
+    image_config = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    assert image_config["processor_class"] == "PaliGemmaProcessor" and image_config["image_seq_length"] == 4

@@ -147,3 +147,12 @@ def test_empty_masks_round_trip_through_rle_and_bad_names_say_which_argument():
         check_names([])
     with pytest.raises(TaskError, match=r"^each of objects must be a non-empty string"):
         check_names(["cat", " "])
+
+
+def test_a_broken_vae_file_is_named_with_its_kind(tmp_path):
+    from vlmzoo.tasks.mask_decoding import VaeFileError, load_mask_decoder
+
+    broken = tmp_path / "vae-oid.npz"
+    broken.write_bytes(b"not a zip")
+    with pytest.raises(VaeFileError, match=r"vae-oid.npz' is not a readable .npz file"):
+        load_mask_decoder(broken)

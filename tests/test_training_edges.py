@@ -201,3 +201,27 @@ def test_unreadable_configs_and_data_specs_say_what_failed(tmp_path):
     (tmp_path / "instances.json").write_text('{"images": 3}')
     with pytest.raises(DataError, match=r"^cannot read training data from \{'coco'"):
         load_records({"coco": str(tmp_path / "instances.json")})
+
+
+def test_siglip_trains_from_records_held_in_memory(tmp_path):
+    import PIL.Image
+    from test_siglip_use import _shapes_model_and_processor
+
+    config, processor = _shapes_model_and_processor(tmp_path)
+    colours = {"red": (230, 30, 30), "blue": (30, 30, 230)}
+    pairs = [
+        {"image": PIL.Image.new("RGB", (32, 32), rgb), "text": f"a {name} square"} for name, rgb in colours.items()
+    ]
+    trained = vlmzoo.train(vlmzoo.build(config, device="cpu", seed=0), processor, pairs * 2,
+                           output_dir=tmp_path / "run", max_steps=2, batch_size=2, progress=False)  # fmt: skip
+    losses = [m["loss"] for m in read_metrics(tmp_path / "run") if "loss" in m]
+    assert len(losses) == 2 and trained is not None
+    records = [{"image": pairs[0]["image"], "prefix": "caption en", "suffix": "a"}]
+    with pytest.raises(ValueError, match=r"^vlmzoo.train\(\): max_steps"):
+        vlmzoo.train(tiny_model(), processor_dir_for_errors(tmp_path), records, output_dir=tmp_path / "x", max_steps=0)
+
+
+def processor_dir_for_errors(tmp_path):
+    from tiny_tokenizer import make_tiny_processor_dir
+
+    return make_tiny_processor_dir(tmp_path / "proc")["path"]
