@@ -225,3 +225,17 @@ def processor_dir_for_errors(tmp_path):
     from tiny_tokenizer import make_tiny_processor_dir
 
     return make_tiny_processor_dir(tmp_path / "proc")["path"]
+
+
+def test_bfloat16_training_steps_run_under_autocast(tmp_path, data_file, processor):  # noqa: F811
+    """The step's forward runs in bfloat16 (its loss differs from float32's on the same weights and batch)
+    while the weights stay float32."""
+    losses = {}
+    for precision in ("float32", "bfloat16"):
+        out = tmp_path / precision
+        model = vlmzoo.train(tiny_model(), processor, data_file, output_dir=out, max_steps=1, batch_size=4,
+                             precision=precision)  # fmt: skip
+        losses[precision] = [m["loss"] for m in read_metrics(out) if "loss" in m][0]
+        assert model.dtype == torch.float32
+    assert losses["bfloat16"] != losses["float32"]
+    assert losses["bfloat16"] == pytest.approx(losses["float32"], rel=0.05)
