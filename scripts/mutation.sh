@@ -12,7 +12,9 @@
 #   .venv/bin/mutmut show NAME                                 # one mutant's diff
 #
 # mutmut copies the tree to ./mutants (ignored by git) and keeps its results there, so a second run
-# only tests what changed; delete ./mutants to start over. It runs one process (set MUTATION_JOBS to
+# only tests what changed; delete ./mutants to start over. It forgets every result when [tool.mutmut]
+# changes, and traces which tests reach which functions once: after editing a test's body, delete
+# mutants/mutmut-stats.json so that the test is traced again. It runs one process (set MUTATION_JOBS to
 # change that) at low priority: a run over one module takes minutes, the whole scope hours on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
