@@ -438,7 +438,11 @@ def test_a_quantization_aware_run_saves_weights_its_quantized_form_keeps(tmp_pat
 
 @pytest.mark.parametrize(
     ("options", "message"),
-    [({"train": "lora"}, "train='lora' freezes them"), ({"distributed": "fsdp"}, "distributed='ddp'")],
+    [
+        ({"train": "lora"}, "train='lora' freezes them"),
+        ({"distributed": "fsdp"}, "distributed='ddp'"),
+        ({"quantization_aware": "int5"}, r"quantization_aware: .*unknown quantization 'int5'; did you mean 'int8'"),
+    ],
 )
 def test_quantization_aware_refuses_what_it_cannot_train(tmp_path, options, message):
     with pytest.raises(ValueError, match=message):

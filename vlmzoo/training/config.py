@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -127,6 +127,20 @@ class TrainingConfig(BaseModel):
     )
     overwrite: bool = Field(False, description="start over in an output_dir that already holds a run")
     progress: bool | None = Field(None, description="progress bar (default: on a terminal)")
+
+    @field_validator("quantization_aware")
+    @classmethod
+    def _known_scheme(cls, name: str | None) -> str | None:
+        """A registered quantization scheme, checked here so that the error names the field (and file)."""
+        if name is not None:
+            from vlmzoo.model.quantize import get_scheme
+            from vlmzoo.registry import UnknownKeyError
+
+            try:
+                get_scheme(name)
+            except UnknownKeyError as err:
+                raise ValueError(str(err)) from None
+        return name
 
     @model_validator(mode="after")
     def _check(self) -> TrainingConfig:
