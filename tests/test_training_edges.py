@@ -216,15 +216,14 @@ def test_siglip_trains_from_records_held_in_memory(tmp_path):
                            output_dir=tmp_path / "run", max_steps=2, batch_size=2, progress=False)  # fmt: skip
     losses = [m["loss"] for m in read_metrics(tmp_path / "run") if "loss" in m]
     assert len(losses) == 2 and trained is not None
-    records = [{"image": pairs[0]["image"], "prefix": "caption en", "suffix": "a"}]
+
+
+def test_bad_training_options_name_vlmzoo_train(tmp_path, processor_dir):  # noqa: F811
+    import PIL.Image
+
+    records = [{"image": PIL.Image.new("RGB", (28, 28)), "prefix": "caption en", "suffix": "a"}]
     with pytest.raises(ValueError, match=r"^vlmzoo.train\(\): max_steps"):
-        vlmzoo.train(tiny_model(), processor_dir_for_errors(tmp_path), records, output_dir=tmp_path / "x", max_steps=0)
-
-
-def processor_dir_for_errors(tmp_path):
-    from tiny_tokenizer import make_tiny_processor_dir
-
-    return make_tiny_processor_dir(tmp_path / "proc")["path"]
+        vlmzoo.train(tiny_model(), processor_dir, records, output_dir=tmp_path / "x", max_steps=0)
 
 
 def test_bfloat16_training_steps_run_under_autocast(tmp_path, data_file, processor):  # noqa: F811
