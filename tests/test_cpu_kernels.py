@@ -101,11 +101,29 @@ def test_int8_paths_match_float64():
             qweight, scales = quantize_int8(w)
             weight64 = qweight.double() * scales.double()[:, None]
             got = cpu_kernels.small_m_matmul(x, qweight, scales, path).double()
-            # The VNNI paths quantize the activations per block of 32; given that, they are exact in float32.
-            x64 = _block_quantized(x) if "vnni" in path else x.double()
+            # All but AVX-512 without VNNI quantize the activations per block of 32; given that, they are
+            # exact in float32.
+            x64 = x.double() if path == "avx512" else _block_quantized(x)
             torch.testing.assert_close(got, F.linear(x64, weight64), rtol=1e-5, atol=1e-5, msg=f"{path} {rows, n, k}")
             exact = F.linear(x.double(), weight64)
             assert (got - exact).abs().max() <= 2e-2 * exact.abs().max(), path
+
+
+def test_int8_paths_take_the_whole_int8_range():
+    # -128 has no positive counterpart in a byte: a kernel that negates weights (AVX2's sign trick) must
+    # still multiply it exactly. The activations are integers with 127 or -127 in every block of 32, so
+    # the paths that quantize them per block keep them as they are.
+    g = torch.Generator().manual_seed(5)
+    qweight = torch.randint(-128, 128, (13, 100), generator=g, dtype=torch.int8)
+    qweight[:, :3] = torch.tensor([-128, 127, -128], dtype=torch.int8)
+    x = torch.randint(-127, 128, (3, 100), generator=g).float()
+    x[:, ::32] = torch.tensor([-127.0, 127.0, -127.0])[:, None]
+    x[:, 1:3] = -127.0
+    scales = torch.rand(13, generator=g) + 0.5
+    expected = F.linear(x.double(), qweight.double() * scales.double()[:, None])
+    for path in _paths("int8"):
+        got = cpu_kernels.small_m_matmul(x, qweight, scales, path).double()
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-3, msg=path)
 
 
 def test_int4_paths_match_float64():

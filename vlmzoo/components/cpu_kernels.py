@@ -13,8 +13,9 @@ which ones this CPU runs, and each format takes the best of them:
 
 * float32: AVX-512, else AVX2+FMA (float32 accumulation);
 * bfloat16: AVX-512 BF16 (``VDPBF16PS``), else bfloat16 weights widened in registers;
-* int8: VNNI (``VPDPBUSD``, AVX-512 or AVX-VNNI) on activations quantized once per product to int8 per
-  block of 32 inputs, as llama.cpp does, else int8 weights widened in registers against float activations;
+* int8: activations quantized once per product to int8 per block of 32 inputs, as llama.cpp does, then
+  VNNI (``VPDPBUSD``, AVX-512 or AVX-VNNI), else (AVX-512 without VNNI) int8 weights widened in
+  registers against float activations, else AVX2's ``VPMADDUBSW``;
 * int4 (tiles of four rows, see `vlmzoo.components.quantized.quantize_int4`): the same activation
   quantization, then VNNI (AVX-512 or AVX-VNNI), else AVX2's ``VPMADDUBSW``.
 
@@ -152,38 +153,33 @@ def best_path(fmt: str) -> str | None:
 def small_m_matmul(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None, path: str) -> torch.Tensor:
     """``x [M, K] @ weight [N, K].T`` (times ``scales [N]`` for int8) in float32 on the named path; an
     int4 weight (uint8 tiles [N, K / 2], scales [N, K / group, 2]) is recognised by its dtype."""
-    return _small_m_op(x, weight, scales, path)
+    return load_extension().linear(x, weight, scales, None, path, True)
 
 
-# A PyTorch operator, so that torch.compile keeps a decode step in one graph around the extension call.
-@torch.library.custom_op("vlmzoo::small_m_matmul", mutates_args=())
-def _small_m_op(x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None, path: str) -> torch.Tensor:
-    module = load_extension()
-    if weight.dtype == torch.uint8:
-        return module.int4(x.float().contiguous(), weight.contiguous(), scales.to(torch.bfloat16).contiguous(), path)
-    if path == "avx512bf16":
-        return module.bf16(x.to(torch.bfloat16).contiguous(), weight.contiguous())
-    x32 = x.float().contiguous()
-    scale32 = None if scales is None else scales.float().contiguous()
-    if path in ("avx512vnni", "avxvnni"):
-        return module.int8_vnni(x32, weight.contiguous(), scale32, path)
-    return module.generic(x32, weight.contiguous(), scale32, path)
+# A PyTorch operator, so that torch.compile keeps a decode step in one graph around the extension call;
+# eager calls go to the extension directly (the operator's dispatch costs more than a small product).
+@torch.library.custom_op("vlmzoo::small_m_linear", mutates_args=())
+def _small_m_op(
+    x: torch.Tensor, weight: torch.Tensor, scales: torch.Tensor | None, bias: torch.Tensor | None, path: str
+) -> torch.Tensor:
+    return load_extension().linear(x, weight, scales, bias, path, False)
 
 
 @_small_m_op.register_fake
-def _(x, weight, scales, path):
-    return x.new_empty((x.shape[0], weight.shape[0]), dtype=torch.float32)
+def _(x, weight, scales, bias, path):
+    return x.new_empty((x.shape[0], weight.shape[0]))
 
 
 def _run(x, weight, bias, scales, fmt: str, fallback):
     path = best_path(fmt)
     if path is None:
         return fallback(x, weight, bias, scales)
-    rows = x.numel() // x.shape[-1]
-    out = small_m_matmul(x.reshape(rows, x.shape[-1]), weight, scales, path)
-    if bias is not None:
-        out += bias.float()  # one rounding to x's dtype, as F.linear rounds
-    return out.to(x.dtype).reshape(*x.shape[:-1], weight.shape[0])
+    flat = x.reshape(-1, x.shape[-1])
+    if torch.compiler.is_compiling():
+        out = _small_m_op(flat, weight, scales, bias, path)
+    else:
+        out = load_extension().linear(flat, weight, scales, bias, path, False)
+    return out.reshape(*x.shape[:-1], weight.shape[0])
 
 
 def small_m_float(x, weight, bias=None, scales=None):

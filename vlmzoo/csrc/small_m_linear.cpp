@@ -1,18 +1,25 @@
 // Matrix-vector kernels for products of a few rows (the decode step), for CPUs.
 //
 // A decode step reads every weight once, so these kernels stream each weight row once (in the
-// threads of PyTorch's own pool) and keep the arithmetic well below the memory speed. Every
+// threads of PyTorch's own pool) and keep the arithmetic well below the memory speed. The AVX2 kernels
+// read one weight row at a time, prefetching `kPrefetch` bytes ahead: each thread then reads a single
+// sequential stream, which the CPU's prefetchers follow at full speed (four rows read side by side,
+// four streams, delivered a third less on a 2-core AMD EPYC for bfloat16 and int8). Every
 // instruction set lives in its own `#pragma GCC target` region, so one file compiled without -m
 // flags holds them all; `paths()` reports which ones this CPU runs (cpuid), and Python picks.
 //
 //   out[m, n] = scale[n] * sum_k x[m, k] * w[n, k]      (scale = 1 for float weights)
 //
-// * "generic" kernels (AVX2+FMA, AVX-512): float32 activations, weights float32 / bfloat16 / int8
-//   widened to float32 in registers, float32 accumulation;
+// * "generic" kernels (AVX2+FMA, AVX-512): float32 activations, weights float32 / bfloat16 (/ int8 on
+//   AVX-512) widened to float32 in registers, float32 accumulation. AVX2 takes sixteen bfloat16 weights
+//   per load: shifted left they are the even ones in float32, masked the odd ones, so the activations
+//   are split into even and odd once per product;
 // * "avx512bf16": bfloat16 activations and weights, VDPBF16PS (float32 accumulation);
 // * "avx512vnni" / "avxvnni": int8 weights, activations quantized once per product to int8 per
 //   block of 32 inputs (scale = max|x| / 127), VPDPBUSD inner loop. The instruction multiplies
 //   unsigned by signed bytes, so activations are stored as q + 128 and 128 * sum(w) is subtracted.
+// * "avx2" int8: the same activation quantization, then VPMADDUBSW on |w| and x * sign(w) (llama.cpp's
+//   AVX2 trick: the unsigned operand is |w|, exact for w = -128 too, the sign moves onto x).
 // * int4 ("avx512vnni", "avxvnni", "avx2"): weights q in 0..15 with w = (q - 8) * scale + zero per group
 //   of 64 or 128 inputs, laid out in tiles of four rows (see `Int4Problem`), activations quantized as
 //   for int8 (signed); q is the unsigned operand of VPDPBUSD (VNNI) or of VPMADDUBSW (AVX2), and the
@@ -34,7 +41,8 @@ struct Problem {
   const void* x;       // [M, K] float32 (generic), bfloat16 (bf16), or quantized (vnni)
   const void* w;       // [N, K]
   const float* scale;  // [N] or nullptr
-  const float* xs;     // vnni: per-lane / per-block activation scales
+  const float* xs;     // vnni, avx2 int8: per-lane / per-block activation scales
+  const float* xaux;   // avx2 bfloat16: x split into even and odd per 16 inputs
   float* out;          // [M, N]
   int64_t M, N, K, Kp; // Kp: padded row length of quantized activations
 };
@@ -127,6 +135,70 @@ void rows(const Problem& p, int64_t n0, int64_t n1) {
   int64_t n = n0;
   for (; n + 4 <= n1; n += 4) block<W, 4>(p, n);
   for (; n < n1; ++n) block<W, 1>(p, n);
+}
+
+// bfloat16 weights, one row at a time, 32 inputs (a cache line) per step. p.xaux holds x with each
+// 16 inputs stored as [8 even | 8 odd] (the first K / 16 * 16 of them); the rest are read from p.x.
+void bf16_rows(const Problem& p, int64_t n0, int64_t n1) {
+  const __m256i odd = _mm256_set1_epi32(int(0xFFFF0000u));
+  const int64_t K = p.K, lines = K / 32 * 32, full = K / 16 * 16;
+  for (int64_t n = n0; n < n1; ++n) {
+    const uint16_t* w = static_cast<const uint16_t*>(p.w) + n * K;
+    for (int64_t m = 0; m < p.M; ++m) {
+      const float* xs = p.xaux + m * full;
+      const float* x = static_cast<const float*>(p.x) + m * K;
+      __m256 a[4];
+      for (int u = 0; u < 4; ++u) a[u] = _mm256_setzero_ps();
+      int64_t k = 0;
+      auto step = [&](int64_t at, int u) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + at));
+        a[u] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), _mm256_loadu_ps(xs + at), a[u]);
+        a[u + 1] = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, odd)), _mm256_loadu_ps(xs + at + 8), a[u + 1]);
+      };
+      for (; k < lines; k += 32) {
+        if (m == 0) VLMZOO_PREFETCH(w + k);
+        step(k, 0);
+        step(k + 16, 2);
+      }
+      if (k < full) step(k, 0);
+      float s = hsum(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3])));
+      for (k = full; k < K; ++k) s += bf16_to_float(w[k]) * x[k];
+      p.out[m * p.N + n] = s;
+    }
+  }
+}
+
+// int8 weights against activations quantized per block of 32 (p.x: q [M, Kp], p.xs: one scale per
+// block; padded with q = 0 to Kp, a multiple of 32), one row at a time, 64 inputs per step.
+// VPMADDUBSW(|w|, q * sign(w)) gives the products' pair sums exactly (at most 2 * 128 * 127 < 2^15).
+void int8_rows(const Problem& p, int64_t n0, int64_t n1) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  const int64_t K = p.K, Kp = p.Kp, full = K / 32 * 32, lines = K / 64 * 64;
+  for (int64_t n = n0; n < n1; ++n) {
+    const int8_t* w = static_cast<const int8_t*>(p.w) + n * K;
+    alignas(32) int8_t tail[32] = {};
+    if (full < K) std::memcpy(tail, w + full, K - full);  // never read past the row's end
+    for (int64_t m = 0; m < p.M; ++m) {
+      const int8_t* q = static_cast<const int8_t*>(p.x) + m * Kp;
+      const float* d = p.xs + m * (Kp / 32);
+      __m256 a[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+      auto step = [&](const int8_t* wk, int64_t at, int u) {
+        const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wk));
+        const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(q + at));
+        const __m256i sum = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(qv, wv)), ones);
+        a[u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), _mm256_broadcast_ss(d + at / 32), a[u]);
+      };
+      int64_t k = 0;
+      for (; k < lines; k += 64) {
+        if (m == 0) VLMZOO_PREFETCH(w + k);
+        step(w + k, k, 0);
+        step(w + k + 32, k + 32, 1);
+      }
+      if (k < full) step(w + k, k, 0), k += 32;
+      if (k < K) step(tail, k, 1);
+      p.out[m * p.N + n] = hsum(_mm256_add_ps(a[0], a[1])) * p.scale[n];
+    }
+  }
 }
 }  // namespace avx2
 #pragma GCC pop_options
@@ -461,13 +533,29 @@ torch::Tensor generic(torch::Tensor x, torch::Tensor w, std::optional<torch::Ten
   TORCH_CHECK(isa == "avx2" || isa == "avx512", "isa must be avx2 or avx512");
   TORCH_CHECK(has(isa.c_str()), "this CPU lacks ", isa);
   auto out = new_out(x, w);
-  Problem p{x.data_ptr(), w.data_ptr(), scale ? scale->data_ptr<float>() : nullptr, nullptr,
+  Problem p{x.data_ptr(), w.data_ptr(), scale ? scale->data_ptr<float>() : nullptr, nullptr, nullptr,
             out.data_ptr<float>(), x.size(0), w.size(0), x.size(1), x.size(1)};
-  bool wide = isa == "avx512";
+  const bool wide = isa == "avx512";
   switch (w.scalar_type()) {
     case torch::kFloat32: run(wide ? avx512::rows<float> : avx2::rows<float>, p); break;
-    case torch::kBFloat16: run(wide ? avx512::rows<uint16_t> : avx2::rows<uint16_t>, p); break;
-    case torch::kInt8: run(wide ? avx512::rows<int8_t> : avx2::rows<int8_t>, p); break;
+    case torch::kBFloat16: {
+      if (wide) {
+        run(avx512::rows<uint16_t>, p);
+        break;
+      }
+      const int64_t M = p.M, K = p.K, full = K / 16 * 16;
+      const float* X = x.data_ptr<float>();
+      std::vector<float> split(M * full);
+      for (int64_t m = 0; m < M; ++m)
+        for (int64_t k = 0; k < full; ++k) split[m * full + k / 16 * 16 + (k % 2) * 8 + (k % 16) / 2] = X[m * K + k];
+      p.xaux = split.data();
+      run(avx2::bf16_rows, p);
+      break;
+    }
+    case torch::kInt8:
+      TORCH_CHECK(wide, "int8 weights on AVX2 take int8_avx2 (quantized activations)");
+      run(avx512::rows<int8_t>, p);
+      break;
     default: TORCH_CHECK(false, "weights must be float32, bfloat16 or int8");
   }
   return out;
@@ -478,7 +566,7 @@ torch::Tensor bf16(torch::Tensor x, torch::Tensor w) {
   TORCH_CHECK(x.scalar_type() == torch::kBFloat16 && w.scalar_type() == torch::kBFloat16, "bfloat16 expected");
   TORCH_CHECK(has("avx512bf16"), "this CPU lacks avx512bf16");
   auto out = new_out(x, w);
-  Problem p{x.data_ptr(), w.data_ptr(), nullptr, nullptr, out.data_ptr<float>(), x.size(0), w.size(0), x.size(1), x.size(1)};
+  Problem p{x.data_ptr(), w.data_ptr(), nullptr, nullptr, nullptr, out.data_ptr<float>(), x.size(0), w.size(0), x.size(1), x.size(1)};
   run(avx512bf16::rows, p);
   return out;
 }
@@ -509,8 +597,36 @@ torch::Tensor int8_vnni(torch::Tensor x, torch::Tensor w, torch::Tensor scale, s
     }
   }
   auto out = new_out(x, w);
-  Problem p{xu.data(), w.data_ptr(), scale.data_ptr<float>(), xs.data(), out.data_ptr<float>(), M, w.size(0), K, Kp};
+  Problem p{xu.data(), w.data_ptr(), scale.data_ptr<float>(), xs.data(), nullptr, out.data_ptr<float>(), M, w.size(0), K, Kp};
   run(wide ? avx512vnni::rows : avxvnni::rows, p);
+  return out;
+}
+
+// int8 weights with float32 row scales on AVX2; float32 activations quantized here, per block of 32
+// (signed, scale max|x| / 127, as for VNNI).
+torch::Tensor int8_avx2(torch::Tensor x, torch::Tensor w, torch::Tensor scale) {
+  check(x, w);
+  TORCH_CHECK(x.scalar_type() == torch::kFloat32 && w.scalar_type() == torch::kInt8, "float32 x, int8 weight expected");
+  TORCH_CHECK(scale.scalar_type() == torch::kFloat32 && scale.is_contiguous() && scale.numel() == w.size(0),
+              "float32 scales [N] expected");
+  TORCH_CHECK(has("avx2"), "this CPU lacks avx2");
+  const int64_t M = x.size(0), K = x.size(1), Kp = (K + 31) / 32 * 32;
+  std::vector<int8_t> q(M * Kp, 0);
+  std::vector<float> d(M * (Kp / 32), 0.f);
+  const float* X = x.data_ptr<float>();
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t b = 0; b * 32 < K; ++b) {
+      const int64_t k0 = b * 32, k1 = std::min(K, k0 + 32);
+      float amax = 0.f;
+      for (int64_t k = k0; k < k1; ++k) amax = std::max(amax, std::fabs(X[m * K + k]));
+      const float inv = amax > 0.f ? 127.f / amax : 0.f;
+      for (int64_t k = k0; k < k1; ++k) q[m * Kp + k] = int8_t(std::nearbyint(X[m * K + k] * inv));
+      d[m * (Kp / 32) + b] = amax / 127.f;
+    }
+  }
+  auto out = new_out(x, w);
+  Problem p{q.data(), w.data_ptr(), scale.data_ptr<float>(), d.data(), nullptr, out.data_ptr<float>(), M, w.size(0), K, Kp};
+  run(avx2::int8_rows, p);
   return out;
 }
 
@@ -603,6 +719,34 @@ void dequantize_int4(torch::Tensor w, torch::Tensor scales, int64_t n0, int64_t 
   }
 }
 
+// The whole product for Python in one call (each tensor conversion made from Python costs microseconds,
+// and a decode step makes hundreds of products): x [M, K] of any floating dtype times a weight on the
+// named path, plus an optional bias in float32, returned in float32 or in x's dtype.
+torch::Tensor linear(torch::Tensor x, torch::Tensor w, std::optional<torch::Tensor> scales,
+                     std::optional<torch::Tensor> bias, std::string isa, bool float32_out) {
+  const auto dtype = float32_out ? torch::kFloat32 : x.scalar_type();
+  w = w.contiguous();
+  torch::Tensor out;
+  if (w.scalar_type() == torch::kByte) {
+    TORCH_CHECK(scales, "int4 weights need their scales");
+    out = int4(x.to(torch::kFloat32).contiguous(), w, scales->to(torch::kBFloat16).contiguous(), isa);
+  } else if (isa == "avx512bf16") {
+    out = bf16(x.to(torch::kBFloat16).contiguous(), w);
+  } else {
+    const auto x32 = x.to(torch::kFloat32).contiguous();
+    std::optional<torch::Tensor> scale32;
+    if (scales) scale32 = scales->to(torch::kFloat32).contiguous();
+    if (w.scalar_type() == torch::kInt8 && isa != "avx512") {
+      TORCH_CHECK(scale32, "int8 weights need their scales");
+      out = isa == "avx2" ? int8_avx2(x32, w, *scale32) : int8_vnni(x32, w, *scale32, isa);
+    } else {
+      out = generic(x32, w, scale32, isa);
+    }
+  }
+  if (bias) out.add_(*bias);  // in float32: one rounding to x's dtype, as F.linear rounds
+  return out.to(dtype);
+}
+
 std::vector<std::string> paths() {
   std::vector<std::string> found;
   for (const char* name : {"avx2", "avx512", "avx512bf16", "avx512vnni", "avxvnni"})
@@ -614,9 +758,11 @@ std::vector<std::string> paths() {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("paths", &paths, "instruction-set paths this CPU runs");
+  m.def("linear", &linear, "x times a weight on the named path, plus bias, in float32 or x's dtype");
   m.def("generic", &generic, "float32 x times float32/bfloat16/int8 weight (AVX2 or AVX-512)");
   m.def("bf16", &bf16, "bfloat16 x times bfloat16 weight (AVX-512 BF16)");
   m.def("int8_vnni", &int8_vnni, "float32 x quantized per block of 32 times int8 weight (VNNI)");
+  m.def("int8_avx2", &int8_avx2, "float32 x quantized per block of 32 times int8 weight (AVX2)");
   m.def("int4", &int4, "float32 x quantized per block of 32 times int4 tiles (VNNI or AVX2)");
   m.def("dequantize_int8", &dequantize_int8, "rows of an int8 weight times their scales, into out");
   m.def("dequantize_int4", &dequantize_int4, "rows of an int4 weight (tiles), into out");
