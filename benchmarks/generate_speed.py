@@ -273,7 +273,7 @@ def memory(engine: str, directory: str, row: str, batch: int, args) -> float:
 
 #: (out, in) of the weights timed per kernel: the MLP projection of the mid-size model.
 CEILING_SHAPE = (9216, 2304)
-CEILING_BYTES = 2**30  # float32 bytes of weights per timing, far beyond the last-level cache
+CEILING_BYTES = 2**30  # bytes of stored weights per timing: far beyond the last-level cache, and long enough to time
 
 
 def kernel_ceilings(device: str = "cpu", repeats: int = 5) -> list[dict]:
@@ -286,7 +286,6 @@ def kernel_ceilings(device: str = "cpu", repeats: int = 5) -> list[dict]:
 
     registries = get_registries()
     base = torch.randn(*CEILING_SHAPE, generator=torch.Generator().manual_seed(0)) * 0.02
-    count = max(1, CEILING_BYTES // (base.numel() * 4))
     formats = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": None, "int4": None}
     results = []
     for fmt, dtype in formats.items():
@@ -297,13 +296,16 @@ def kernel_ceilings(device: str = "cpu", repeats: int = 5) -> list[dict]:
             weight, scales = registries.quantization.get(fmt).quantize(base.to(device))
         else:
             weight, scales = base.to(device=device, dtype=dtype), None
+        one = weight.numel() * weight.element_size() + (0 if scales is None else scales.nbytes)
+        count = max(1, CEILING_BYTES // one)
         weights = [(weight.clone(), None if scales is None else scales.clone()) for _ in range(count)]
-        nbytes = count * (weight.numel() * weight.element_size() + (0 if scales is None else scales.nbytes))
+        nbytes = count * one
         x = torch.randn(1, CEILING_SHAPE[1], device=device).to(dtype or torch.bfloat16)
-        bandwidth = read_bandwidth(device=device)
         times: dict[str, list[float]] = {name: [] for name, _ in kernels}
+        bandwidths = []
         failed: dict[str, str] = {}
         for _ in range(repeats + 1):  # kernels alternate within each round, so drift affects all alike
+            bandwidths.append(read_bandwidth(repeats=3, device=device))  # measured in every round, too
             for name, kernel in kernels:
                 if name in failed:
                     continue
@@ -321,9 +323,10 @@ def kernel_ceilings(device: str = "cpu", repeats: int = 5) -> list[dict]:
                 results.append({"format": fmt, "kernel": name, "error": failed[name]})
                 continue
             step = statistics.median(times[name][1:])
+            shares = [nbytes / t / bw for t, bw in zip(times[name][1:], bandwidths[1:], strict=True)]
             results.append({
                 "format": fmt, "kernel": name, "ms_per_gib_float32": step / count / (base.numel() * 4) * 2**30 * 1e3,
-                "gb_s": nbytes / step / 1e9, "of_bound": nbytes / step / bandwidth,
+                "gb_s": nbytes / step / 1e9, "of_bound": statistics.median(shares),
             })  # fmt: skip
         del weights
         gc.collect()
@@ -333,7 +336,7 @@ def kernel_ceilings(device: str = "cpu", repeats: int = 5) -> list[dict]:
 def print_ceilings(results: list[dict]) -> None:
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     shape = f"{CEILING_SHAPE[0]}x{CEILING_SHAPE[1]}"
-    print(f"one-row products, {shape} weights, 1 GiB in float32 per timing; load average {load}")
+    print(f"one-row products, {shape} weights, 1 GiB of them per timing; load average {load}")
     print(f"{'format':9} {'kernel':18} {'GB/s':>6} {'of bound':>8} {'x float32':>9}")
     float32 = min((r["ms_per_gib_float32"] for r in results if r["format"] == "float32" and "gb_s" in r), default=None)
     for r in results:

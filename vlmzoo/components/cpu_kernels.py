@@ -277,7 +277,7 @@ KERNELS = {
         max_rows=MAX_ROWS,
         priority=2,
         differentiable=False,
-        description="vlmzoo C++ int8 kernel (VNNI on activations quantized per block of 32)",
+        description="vlmzoo C++ int8 kernel (VNNI or AVX2 on activations quantized per block of 32)",
     ),
     "small_m_int4": ExtensionKernel(
         small_m_int4,
