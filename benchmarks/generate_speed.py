@@ -277,7 +277,7 @@ CEILING_BYTES = 2**30  # bytes of stored weights per timing: far beyond the last
 
 
 def kernel_ceilings(device: str = "cpu", repeats: int = 5) -> list[dict]:
-    """Each registered linear kernel on one-row products over 1 GiB (in float32) of weights.
+    """Each registered linear kernel on one-row products over 1 GiB of stored weights.
 
     A decode step is mostly such products, so a kernel's share of the bandwidth bound here is the most a
     whole step on it can reach; it says how far any model-level speedup can go on this machine.
