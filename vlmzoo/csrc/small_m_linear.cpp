@@ -571,6 +571,21 @@ torch::Tensor bf16(torch::Tensor x, torch::Tensor w) {
   return out;
 }
 
+// x [M, K] to int8 per block of 32 inputs, scale max|x| / 127 (round to nearest even): q [M, Kp] and
+// d [M, Kp / 32], both zero-initialized by the caller (the padding stays q = 0).
+void quantize_per_block(const float* X, int64_t M, int64_t K, int64_t Kp, int8_t* q, float* d) {
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t b = 0; b * 32 < K; ++b) {
+      const int64_t k0 = b * 32, k1 = std::min(K, k0 + 32);
+      float amax = 0.f;
+      for (int64_t k = k0; k < k1; ++k) amax = std::max(amax, std::fabs(X[m * K + k]));
+      const float inv = amax > 0.f ? 127.f / amax : 0.f;
+      for (int64_t k = k0; k < k1; ++k) q[m * Kp + k] = int8_t(std::nearbyint(X[m * K + k] * inv));
+      d[m * (Kp / 32) + b] = amax / 127.f;
+    }
+  }
+}
+
 // int8 weights with float32 row scales; float32 activations quantized here, per block of 32.
 torch::Tensor int8_vnni(torch::Tensor x, torch::Tensor w, torch::Tensor scale, std::string isa) {
   check(x, w);
@@ -579,25 +594,19 @@ torch::Tensor int8_vnni(torch::Tensor x, torch::Tensor w, torch::Tensor scale, s
   TORCH_CHECK(has(isa.c_str()), "this CPU lacks ", isa);
   const int64_t M = x.size(0), K = x.size(1), Kp = (K + 63) / 64 * 64, blocks = Kp / 32;
   const bool wide = isa == "avx512vnni";
-  std::vector<uint8_t> xu(M * Kp, 128);
-  std::vector<float> xs(M * (wide ? Kp / 4 : blocks), 0.f);
-  const float* X = x.data_ptr<float>();
-  for (int64_t m = 0; m < M; ++m) {
-    for (int64_t b = 0; b * 32 < K; ++b) {
-      const int64_t k0 = b * 32, k1 = std::min(K, k0 + 32);
-      float amax = 0.f;
-      for (int64_t k = k0; k < k1; ++k) amax = std::max(amax, std::fabs(X[m * K + k]));
-      const float d = amax / 127.f, inv = amax > 0.f ? 127.f / amax : 0.f;
-      for (int64_t k = k0; k < k1; ++k) xu[m * Kp + k] = uint8_t(int(std::nearbyint(X[m * K + k] * inv)) + 128);
-      if (wide) {
-        for (int64_t l = 0; l < 8; ++l) xs[m * (Kp / 4) + b * 8 + l] = d;
-      } else {
-        xs[m * blocks + b] = d;
-      }
-    }
+  std::vector<int8_t> q(M * Kp, 0);
+  std::vector<float> d(M * blocks, 0.f);
+  quantize_per_block(x.data_ptr<float>(), M, K, Kp, q.data(), d.data());
+  std::vector<uint8_t> xu(M * Kp);
+  for (int64_t i = 0; i < M * Kp; ++i) xu[i] = uint8_t(q[i] + 128);
+  std::vector<float> lanes;  // AVX-512: one scale per int32 lane (four inputs)
+  if (wide) {
+    lanes.resize(M * (Kp / 4));
+    for (int64_t i = 0; i < M * (Kp / 4); ++i) lanes[i] = d[i / 8];
   }
   auto out = new_out(x, w);
-  Problem p{xu.data(), w.data_ptr(), scale.data_ptr<float>(), xs.data(), nullptr, out.data_ptr<float>(), M, w.size(0), K, Kp};
+  Problem p{xu.data(), w.data_ptr(), scale.data_ptr<float>(), wide ? lanes.data() : d.data(), nullptr,
+            out.data_ptr<float>(), M, w.size(0), K, Kp};
   run(wide ? avx512vnni::rows : avxvnni::rows, p);
   return out;
 }
@@ -613,17 +622,7 @@ torch::Tensor int8_avx2(torch::Tensor x, torch::Tensor w, torch::Tensor scale) {
   const int64_t M = x.size(0), K = x.size(1), Kp = (K + 31) / 32 * 32;
   std::vector<int8_t> q(M * Kp, 0);
   std::vector<float> d(M * (Kp / 32), 0.f);
-  const float* X = x.data_ptr<float>();
-  for (int64_t m = 0; m < M; ++m) {
-    for (int64_t b = 0; b * 32 < K; ++b) {
-      const int64_t k0 = b * 32, k1 = std::min(K, k0 + 32);
-      float amax = 0.f;
-      for (int64_t k = k0; k < k1; ++k) amax = std::max(amax, std::fabs(X[m * K + k]));
-      const float inv = amax > 0.f ? 127.f / amax : 0.f;
-      for (int64_t k = k0; k < k1; ++k) q[m * Kp + k] = int8_t(std::nearbyint(X[m * K + k] * inv));
-      d[m * (Kp / 32) + b] = amax / 127.f;
-    }
-  }
+  quantize_per_block(x.data_ptr<float>(), M, K, Kp, q.data(), d.data());
   auto out = new_out(x, w);
   Problem p{q.data(), w.data_ptr(), scale.data_ptr<float>(), d.data(), nullptr, out.data_ptr<float>(), M, w.size(0), K, Kp};
   run(avx2::int8_rows, p);
