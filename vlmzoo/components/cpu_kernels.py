@@ -13,9 +13,9 @@ which ones this CPU runs, and each format takes the best of them:
 
 * float32: AVX-512, else AVX2+FMA (float32 accumulation);
 * bfloat16: AVX-512 BF16 (``VDPBF16PS``), else bfloat16 weights widened in registers;
-* int8: activations quantized once per product to int8 per block of 32 inputs, as llama.cpp does, then
-  VNNI (``VPDPBUSD``, AVX-512 or AVX-VNNI), else (AVX-512 without VNNI) int8 weights widened in
-  registers against float activations, else AVX2's ``VPMADDUBSW``;
+* int8: VNNI (``VPDPBUSD``, AVX-512 or AVX-VNNI) or AVX2's ``VPMADDUBSW`` on activations quantized once
+  per product to int8 per block of 32 inputs, as llama.cpp does; AVX-512 without VNNI widens the int8
+  weights in registers against float activations instead;
 * int4 (tiles of four rows, see `vlmzoo.components.quantized.quantize_int4`): the same activation
   quantization, then VNNI (AVX-512 or AVX-VNNI), else AVX2's ``VPMADDUBSW``.
 
