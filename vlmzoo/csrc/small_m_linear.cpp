@@ -38,7 +38,7 @@ constexpr int64_t kGrain = 16;  // weight rows per parallel task
 constexpr int kPrefetch = 1024;  // bytes ahead in each weight row to prefetch
 
 struct Problem {
-  const void* x;       // [M, K] float32 (generic), bfloat16 (bf16), or quantized (vnni)
+  const void* x;       // [M, K] float32 (generic), bfloat16 (bf16), or quantized (vnni, avx2 int8)
   const void* w;       // [N, K]
   const float* scale;  // [N] or nullptr
   const float* xs;     // vnni, avx2 int8: per-lane / per-block activation scales
@@ -94,14 +94,6 @@ inline float to_float(int8_t v) { return float(v); }
 #pragma GCC target("avx2,fma")
 namespace avx2 {
 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 load8(const uint16_t* p) {
-  __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16));
-}
-inline __m256 load8(const int8_t* p) {
-  __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
-  return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
-}
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
