@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlmzoo.components import cpu_kernels
 from vlmzoo.components.linear import Linear
 from vlmzoo.components.rope import apply_rotary
 
@@ -107,9 +108,14 @@ class EagerAttention(Attention):
 
 
 class SdpaAttention(Attention):
-    """PyTorch's fused scaled-dot-product kernel, falling back to the math path under a soft-cap."""
+    """PyTorch's fused scaled-dot-product kernel, falling back to the math path under a soft-cap; a decode
+    step on a CPU (one query per row) goes to the C++ extension's fused kernel instead of either."""
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if q.shape[2] == 1 and q.device.type == "cpu":
+            out = cpu_kernels.decode_attention(q, k, v, mask, self.scale, self.softcap)
+            if out is not None:
+                return out
         if self.softcap is not None:
             return super().attend(q, k, v, mask)
         return F.scaled_dot_product_attention(

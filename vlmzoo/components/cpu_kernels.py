@@ -197,6 +197,41 @@ def small_m_int4(x, packed, bias=None, scales=None):
     return _run(x, packed, bias, scales, "int4", int4_dequantized)
 
 
+def decode_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    scale: float,
+    softcap: float | None,
+) -> torch.Tensor | None:
+    """Attention of one query per row (a decode step) in one extension call, or None where it does not apply.
+
+    ``q`` [B, H, 1, D], ``k`` / ``v`` [B, KV, S, D] float32 or bfloat16 (a cache), ``mask`` bool
+    [B, 1, 1, S]; the result is ``softmax(cap(q k^T * scale), masked) v`` in q's dtype, computed in
+    float32 without rounding in between. None (the caller spells attention out) off CPUs, where the
+    extension is off, under ``torch.compile`` (which fuses the explicit form itself), and where autograd
+    needs a graph (the kernel has no backward).
+    """
+    if (
+        q.device.type != "cpu"
+        or q.shape[2] != 1
+        or k.dtype not in (torch.float32, torch.bfloat16)
+        or v.dtype != k.dtype
+        or k.stride(-1) != 1
+        or k.stride(-2) != k.shape[-1]
+        or v.stride() != k.stride()
+        or (mask is not None and (mask.dtype != torch.bool or mask.numel() != k.shape[0] * k.shape[2]))
+        or (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)))
+        or torch.compiler.is_compiling()
+    ):
+        return None
+    module = load_extension()
+    if module is None:
+        return None
+    return module.decode_attention(q, k, v, mask, scale, softcap)
+
+
 #: Bytes of floating-point weight `tiled_int8` / `tiled_int4` make at a time: most decoder weights fit in
 #: one or two tiles, so PyTorch's GEMM sees large products and few outputs need copying.
 TILE_BYTES = 32 * 2**20

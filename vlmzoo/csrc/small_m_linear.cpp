@@ -30,6 +30,7 @@
 #include <immintrin.h>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -738,6 +739,188 @@ torch::Tensor linear(torch::Tensor x, torch::Tensor w, std::optional<torch::Tens
   return out.to(dtype);
 }
 
+// ---- Decode attention ---------------------------------------------------------------------------
+// One query per row (a decode step) against its cache, for every head at once: scores q . k * scale,
+// optionally soft-capped (cap * tanh(s / cap), Gemma 2), masked, softmax, then the weighted sum of the
+// values, all in float32 in one pass over the cache. Spelled out with PyTorch this is a dozen small
+// operators per layer, and their fixed costs came to 0.4 ms per layer on a 2-core AVX2 CPU (SDPA with
+// grouped heads in bfloat16: 1.1 ms), several times the arithmetic.
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace avx2_math {
+// e^x to about 2 ulp (Cephes' expf: x = n ln2 + r, a degree-6 polynomial in r, 2^n from the exponent
+// bits); x below -87.3 gives about 1e-38, not 0.
+inline __m256 exp(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.7f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  for (float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f})
+    y = _mm256_fmadd_ps(y, r, _mm256_set1_ps(c));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
+}
+// tanh(x): the odd Taylor series to x^15 below |x| = 0.55 (error under 1e-7 relative there, where
+// (e^2x - 1) / (e^2x + 1) would cancel), 1 - 2 / (e^2|x| + 1) above, the sign put back.
+inline __m256 tanh(__m256 x) {
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  const __m256 a = _mm256_min_ps(_mm256_andnot_ps(sign, x), _mm256_set1_ps(9.f));
+  const __m256 a2 = _mm256_mul_ps(a, a);
+  __m256 p = _mm256_set1_ps(-929569.f / 638512875.f);
+  for (float c : {21844.f / 6081075.f, -1382.f / 155925.f, 62.f / 2835.f, -17.f / 315.f, 2.f / 15.f, -1.f / 3.f})
+    p = _mm256_fmadd_ps(p, a2, _mm256_set1_ps(c));
+  const __m256 small = _mm256_fmadd_ps(_mm256_mul_ps(p, a2), a, a);
+  const __m256 e = exp(_mm256_add_ps(a, a));
+  const __m256 large = _mm256_sub_ps(_mm256_set1_ps(1.f), _mm256_div_ps(_mm256_set1_ps(2.f), _mm256_add_ps(e, _mm256_set1_ps(1.f))));
+  const __m256 t = _mm256_blendv_ps(large, small, _mm256_cmp_ps(a, _mm256_set1_ps(0.55f), _CMP_LT_OQ));
+  return _mm256_or_ps(t, _mm256_and_ps(x, sign));
+}
+// x[i] = cap * tanh(x[i] / cap) for i < n.
+inline void softcap(float* x, int64_t n, float cap) {
+  const __m256 c = _mm256_set1_ps(cap), inv = _mm256_set1_ps(1.f / cap);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(c, tanh(_mm256_mul_ps(_mm256_loadu_ps(x + i), inv))));
+  if (i < n) {
+    float tail[8] = {};
+    std::copy(x + i, x + n, tail);
+    _mm256_storeu_ps(tail, _mm256_mul_ps(c, tanh(_mm256_mul_ps(_mm256_loadu_ps(tail), inv))));
+    std::copy(tail, tail + (n - i), x + i);
+  }
+}
+}  // namespace avx2_math
+
+namespace avx2_attention {
+// <q, row> over D inputs: q split as for bf16_rows ([8 even | 8 odd] per 16) when the row is bfloat16.
+inline float dot(const float* q, const float* qs, const float* row, int64_t D) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  int64_t d = 0;
+  for (; d + 16 <= D; d += 16) {
+    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(row + d), a0);
+    a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 8), _mm256_loadu_ps(row + d + 8), a1);
+  }
+  float s = avx2::hsum(_mm256_add_ps(a0, a1));
+  for (; d < D; ++d) s += q[d] * row[d];
+  return s;
+}
+inline float dot(const float* q, const float* qs, const uint16_t* row, int64_t D) {
+  const __m256i odd = _mm256_set1_epi32(int(0xFFFF0000u));
+  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+  int64_t d = 0;
+  for (; d + 16 <= D; d += 16) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + d));
+    a0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), _mm256_loadu_ps(qs + d), a0);
+    a1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(v, odd)), _mm256_loadu_ps(qs + d + 8), a1);
+  }
+  float s = avx2::hsum(_mm256_add_ps(a0, a1));
+  for (; d < D; ++d) s += q[d] * bf16_to_float(row[d]);
+  return s;
+}
+// acc += p * row; for bfloat16 rows acc holds [8 even | 8 odd] per 16 outputs (see `unsplit`).
+inline void axpy(float p, const float* row, float* acc, int64_t D) {
+  const __m256 pv = _mm256_set1_ps(p);
+  int64_t d = 0;
+  for (; d + 8 <= D; d += 8) _mm256_storeu_ps(acc + d, _mm256_fmadd_ps(pv, _mm256_loadu_ps(row + d), _mm256_loadu_ps(acc + d)));
+  for (; d < D; ++d) acc[d] += p * row[d];
+}
+inline void axpy(float p, const uint16_t* row, float* acc, int64_t D) {
+  const __m256i odd = _mm256_set1_epi32(int(0xFFFF0000u));
+  const __m256 pv = _mm256_set1_ps(p);
+  int64_t d = 0;
+  for (; d + 16 <= D; d += 16) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + d));
+    _mm256_storeu_ps(acc + d, _mm256_fmadd_ps(pv, _mm256_castsi256_ps(_mm256_slli_epi32(v, 16)), _mm256_loadu_ps(acc + d)));
+    _mm256_storeu_ps(acc + d + 8, _mm256_fmadd_ps(pv, _mm256_castsi256_ps(_mm256_and_si256(v, odd)), _mm256_loadu_ps(acc + d + 8)));
+  }
+  for (; d < D; ++d) acc[d] += p * bf16_to_float(row[d]);
+}
+inline void split(const float* x, float* xs, int64_t D) {  // [8 even | 8 odd] per 16; the tail as is
+  const int64_t full = D / 16 * 16;
+  for (int64_t d = 0; d < full; ++d) xs[d / 16 * 16 + (d % 2) * 8 + (d % 16) / 2] = x[d];
+  for (int64_t d = full; d < D; ++d) xs[d] = x[d];
+}
+inline void unsplit(const float* xs, float* x, int64_t D) {
+  const int64_t full = D / 16 * 16;
+  for (int64_t d = 0; d < full; ++d) x[d] = xs[d / 16 * 16 + (d % 2) * 8 + (d % 16) / 2];
+  for (int64_t d = full; d < D; ++d) x[d] = xs[d];
+}
+
+// q [B, H, D] float32; k, v [B, KV, S, D] (rows contiguous, any batch / head strides); mask [B, S] bool
+// (True: may attend) or none; out [B, H, D] float32. Each task is one (row, query head).
+template <typename T>
+void heads(const float* Q, const T* Kc, const T* Vc, const bool* mask, float* out, int64_t B, int64_t H,
+           int64_t KV, int64_t S, int64_t D, int64_t kb, int64_t kh, int64_t vb, int64_t vh, float scale,
+           float cap, int64_t t0, int64_t t1) {
+  constexpr bool half = std::is_same<T, uint16_t>::value;
+  std::vector<float> scores(S), qs(D), acc(D);
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t b = t / H, h = t % H, g = h / (H / KV);
+    const float* q = Q + t * D;
+    if (half) split(q, qs.data(), D);
+    const T* keys = Kc + b * kb + g * kh;
+    const T* values = Vc + b * vb + g * vh;
+    const bool* allowed = mask ? mask + b * S : nullptr;
+    for (int64_t j = 0; j < S; ++j) scores[j] = allowed && !allowed[j] ? 0.f : dot(q, qs.data(), keys + j * D, D) * scale;
+    if (cap > 0.f) avx2_math::softcap(scores.data(), S, cap);
+    float top = -INFINITY;
+    for (int64_t j = 0; j < S; ++j)
+      if (!allowed || allowed[j]) top = std::max(top, scores[j]);
+    int64_t j = 0;
+    for (; j + 8 <= S; j += 8)
+      _mm256_storeu_ps(&scores[j], avx2_math::exp(_mm256_sub_ps(_mm256_loadu_ps(&scores[j]), _mm256_set1_ps(top))));
+    for (; j < S; ++j) scores[j] = std::exp(scores[j] - top);
+    float total = 0.f;
+    for (j = 0; j < S; ++j) {
+      if (allowed && !allowed[j]) scores[j] = 0.f;
+      total += scores[j];
+    }
+    std::fill(acc.begin(), acc.end(), 0.f);
+    for (int64_t j = 0; j < S; ++j)
+      if (!allowed || allowed[j]) axpy(scores[j] / total, values + j * D, acc.data(), D);
+    if (half)
+      unsplit(acc.data(), out + t * D, D);
+    else
+      std::copy(acc.begin(), acc.end(), out + t * D);
+  }
+}
+}  // namespace avx2_attention
+#pragma GCC pop_options
+
+// q [B, H, 1, D] (any floating dtype), k and v [B, KV, S, D] float32 or bfloat16 with contiguous rows,
+// mask [B, 1, 1, S] bool or none: the attention output [B, H, 1, D] in q's dtype.
+torch::Tensor decode_attention(torch::Tensor q, torch::Tensor k, torch::Tensor v, std::optional<torch::Tensor> mask,
+                               double scale, std::optional<double> softcap) {
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4 && q.size(2) == 1, "q [B, H, 1, D], k and v [B, KV, S, D] expected");
+  const int64_t B = q.size(0), H = q.size(1), D = q.size(3), KV = k.size(1), S = k.size(2);
+  TORCH_CHECK(k.sizes() == v.sizes() && k.size(0) == B && k.size(3) == D && KV > 0 && H % KV == 0,
+              "k and v must be [B, KV, S, D] with H a multiple of KV");
+  TORCH_CHECK(k.scalar_type() == v.scalar_type() && (k.scalar_type() == torch::kFloat32 || k.scalar_type() == torch::kBFloat16),
+              "k and v must both be float32 or bfloat16");
+  TORCH_CHECK(k.stride(3) == 1 && k.stride(2) == D && v.stride(3) == 1 && v.stride(2) == D, "k and v rows must be contiguous");
+  TORCH_CHECK(q.device().is_cpu() && k.device().is_cpu() && v.device().is_cpu(), "CPU tensors expected");
+  TORCH_CHECK(has("avx2"), "this CPU lacks avx2");
+  torch::Tensor allowed;
+  if (mask) {
+    TORCH_CHECK(mask->scalar_type() == torch::kBool && mask->numel() == B * S, "mask [B, 1, 1, S] bool expected");
+    allowed = mask->reshape({B, S}).contiguous();
+  }
+  const auto q32 = q.to(torch::kFloat32).contiguous();
+  auto out = torch::empty({B, H, 1, D}, q.options().dtype(torch::kFloat32));
+  const float cap = softcap ? float(*softcap) : 0.f;
+  const bool* m = mask ? allowed.data_ptr<bool>() : nullptr;
+  at::parallel_for(0, B * H, 1, [&](int64_t t0, int64_t t1) {
+    if (k.scalar_type() == torch::kFloat32)
+      avx2_attention::heads(q32.data_ptr<float>(), k.data_ptr<float>(), v.data_ptr<float>(), m, out.data_ptr<float>(), B, H,
+                            KV, S, D, k.stride(0), k.stride(1), v.stride(0), v.stride(1), float(scale), cap, t0, t1);
+    else
+      avx2_attention::heads(q32.data_ptr<float>(), reinterpret_cast<const uint16_t*>(k.data_ptr()),
+                            reinterpret_cast<const uint16_t*>(v.data_ptr()), m, out.data_ptr<float>(), B, H, KV, S, D,
+                            k.stride(0), k.stride(1), v.stride(0), v.stride(1), float(scale), cap, t0, t1);
+  });
+  return out.to(q.scalar_type());
+}
+
 std::vector<std::string> paths() {
   std::vector<std::string> found;
   for (const char* name : {"avx2", "avx512", "avx512bf16", "avx512vnni", "avxvnni"})
@@ -756,5 +939,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("int8_avx2", &int8_avx2, "float32 x quantized per block of 32 times int8 weight (AVX2)");
   m.def("int4", &int4, "float32 x quantized per block of 32 times int4 tiles (VNNI or AVX2)");
   m.def("dequantize_int8", &dequantize_int8, "rows of an int8 weight times their scales, into out");
+  m.def("decode_attention", &decode_attention, "one query per row against a cache: softmax(q k * scale, capped, masked) v");
   m.def("dequantize_int4", &dequantize_int4, "rows of an int4 weight (tiles), into out");
 }
