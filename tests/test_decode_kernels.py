@@ -1,11 +1,12 @@
-"""The extension's fused decode attention against attention spelled out in float64, and when it is used."""
+"""The extension's decode-step kernels (attention, RMSNorm, soft-cap, argmax) against float64, and when they are used."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from vlmzoo.components import EagerAttention, SdpaAttention, cpu_kernels
+from vlmzoo.components import EagerAttention, GemmaRMSNorm, SdpaAttention, cpu_kernels
+from vlmzoo.generation.samplers import Greedy
 
 #: (batch, heads, kv heads, head dim, keys): grouped, multi-query and multi-head; head dims that are
 #: not multiples of 16 or 8, and a single key.
@@ -83,8 +84,66 @@ def test_fused_kernel_declines_what_it_cannot_do(fresh_extension):
     assert cpu_kernels.decode_attention(q, k.transpose(-1, -2).contiguous().transpose(-1, -2), v, mask, 0.25, None) is None
     with torch.enable_grad():  # no backward: training keeps the explicit form
         assert cpu_kernels.decode_attention(q.requires_grad_(), k, v, mask, 0.25, None) is None
+    with torch.enable_grad():
+        assert cpu_kernels.rms_norm(k.requires_grad_(), torch.ones(16), 1e-6) is None
     fresh_extension.setenv("VLMZOO_CPU_KERNELS", "0")
-    assert cpu_kernels.decode_attention(q.detach(), k, v, mask, 0.25, None) is None
+    q, k = q.detach(), k.detach()
+    assert cpu_kernels.decode_attention(q, k, v, mask, 0.25, None) is None
+    assert cpu_kernels.rms_norm(q, torch.ones(16), 1e-6) is None
+    assert cpu_kernels.softcap(q, 30.0) is None and cpu_kernels.argmax(q[0, :, 0]) is None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_matches_float64(dtype):
+    for seed, shape in enumerate([(1, 1, 2304), (3, 5, 2305), (2, 7), (4, 1)]):
+        g = torch.Generator().manual_seed(seed)
+        x = (torch.randn(*shape, generator=g) * 3).to(dtype)
+        weight = torch.randn(shape[-1], generator=g).to(dtype)
+        x64 = x.double()
+        expected = x64 * torch.rsqrt(x64.pow(2).mean(-1, keepdim=True) + 1e-6) * (1 + weight.double())
+        got = cpu_kernels.rms_norm(x, weight, 1e-6)
+        assert got.dtype == dtype and got.shape == x.shape
+        tolerance = 1e-6 if dtype == torch.float32 else 2**-8  # float32 rounding; one rounding to bfloat16
+        assert (got.double() - expected).abs().max() <= tolerance * expected.abs().max(), shape
+
+
+def test_gemma_rms_norm_takes_the_kernel_without_autograd_only():
+    norm = GemmaRMSNorm(33)
+    torch.nn.init.normal_(norm.weight)
+    x = torch.randn(2, 3, 33)
+    with torch.inference_mode():
+        fused = norm(x)
+    with torch.no_grad():
+        torch.testing.assert_close(fused, cpu_kernels.rms_norm(x, norm.weight, norm.eps), rtol=0, atol=0)
+    trained = norm(x)  # weight requires grad: PyTorch's operators, so a backward exists
+    assert trained.grad_fn is not None
+    torch.testing.assert_close(trained.detach(), fused, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_softcap_matches_float64(dtype):
+    g = torch.Generator().manual_seed(3)
+    for spread in (0.1, 1.0, 30.0, 1000.0):  # tanh near zero (its series) and far from it (its exponential)
+        x = (torch.randn(3, 1001, generator=g) * spread).to(dtype)
+        expected = torch.tanh(x.double() / 30) * 30
+        got = cpu_kernels.softcap(x, 30.0)
+        assert got.dtype == dtype and got.shape == x.shape
+        relative = (got.double() - expected).abs() / expected.abs().clamp_min(1e-30)
+        assert relative.max() <= (4e-7 if dtype == torch.float32 else 2**-8), spread
+
+
+def test_argmax_matches_pytorch_and_leaves_nan_to_it():
+    g = torch.Generator().manual_seed(4)
+    for rows, width in [(1, 257216), (3, 1001), (2, 7), (5, 1)]:
+        logits = torch.randn(rows, width, generator=g)
+        assert torch.equal(cpu_kernels.argmax(logits), logits.argmax(-1))
+    ties = torch.zeros(2, 40)
+    ties[0, [3, 17, 39]] = 2.0
+    ties[1, [38, 39]] = 1.0
+    assert cpu_kernels.argmax(ties).tolist() == [3, 38] == ties.argmax(-1).tolist()
+    ties[1, 5] = float("nan")
+    assert cpu_kernels.argmax(ties) is None  # PyTorch's argmax picks the NaN
+    assert torch.equal(Greedy()(ties, torch.zeros(2, 0, dtype=torch.long)), ties.argmax(-1))
 
 
 @pytest.fixture
