@@ -1,4 +1,4 @@
-"""The extension's decode-step kernels (attention, RMSNorm, soft-cap, argmax) against float64, and when they are used."""
+"""The extension's decode-step kernels (attention, RMSNorm, soft-cap, argmax) against float64, and their use."""
 
 from __future__ import annotations
 
@@ -81,7 +81,8 @@ def test_fused_kernel_declines_what_it_cannot_do(fresh_extension):
     q, k, v, mask = _inputs((1, 4, 2, 16, 10), torch.float32, 2)
     assert cpu_kernels.decode_attention(q.expand(1, 4, 2, 16), k, v, None, 0.25, None) is None  # two queries
     assert cpu_kernels.decode_attention(q, k.half(), v.half(), mask, 0.25, None) is None  # float16 cache
-    assert cpu_kernels.decode_attention(q, k.transpose(-1, -2).contiguous().transpose(-1, -2), v, mask, 0.25, None) is None
+    strided = k.transpose(-1, -2).contiguous().transpose(-1, -2)  # rows not contiguous
+    assert cpu_kernels.decode_attention(q, strided, v, mask, 0.25, None) is None
     with torch.enable_grad():  # no backward: training keeps the explicit form
         assert cpu_kernels.decode_attention(q.requires_grad_(), k, v, mask, 0.25, None) is None
     with torch.enable_grad():

@@ -19,6 +19,10 @@ which ones this CPU runs, and each format takes the best of them:
 * int4 (tiles of four rows, see `vlmzoo.components.quantized.quantize_int4`): the same activation
   quantization, then VNNI (AVX-512 or AVX-VNNI), else AVX2's ``VPMADDUBSW``.
 
+The same extension does a decode step's work around its products in one call each where no autograd
+graph is recorded: `decode_attention`, `rms_norm`, `softcap` and `argmax` (each returns None where it does
+not apply, and the caller runs PyTorch's operators).
+
 Prefill-sized products (more than `MAX_ROWS` rows) are compute-bound: `tiled_int8` and `tiled_int4`
 dequantize tens of megabytes of rows at a time with the extension into one buffer and hand each tile to
 PyTorch's GEMM (oneDNN, AMX where the CPU has it).

@@ -25,6 +25,9 @@
 //   for int8 (signed); q is the unsigned operand of VPDPBUSD (VNNI) or of VPMADDUBSW (AVX2), and the
 //   constant term (zero - 8 * scale) needs only the per-group sum of the quantized activations.
 // * "dequantize_*": int8 / int4 rows to float32 or bfloat16, for prefill-sized products (then a GEMM).
+//
+// After the products, a decode step's other work on AVX2: attention of one query per row against its
+// cache (`decode_attention`), Gemma's RMSNorm, the output soft-cap (a vectorized tanh) and argmax.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
