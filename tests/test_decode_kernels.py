@@ -153,3 +153,42 @@ def fresh_extension(monkeypatch):
     yield monkeypatch
     monkeypatch.undo()
     cpu_kernels.load_extension.cache_clear()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gelu_mul_matches_float64(dtype):
+    g = torch.Generator().manual_seed(5)
+    for shape in [(1, 1, 9216), (3, 1001), (2, 7)]:
+        gate = (torch.randn(*shape, generator=g) * 4).to(dtype)  # far enough out for both formulas of tanh
+        up = torch.randn(*shape, generator=g).to(dtype)
+        expected = torch.nn.functional.gelu(gate.double(), approximate="tanh") * up.double()
+        got = cpu_kernels.gelu_mul(gate, up)
+        assert got.dtype == dtype and got.shape == gate.shape
+        tolerance = 1e-6 if dtype == torch.float32 else 2**-8
+        assert (got.double() - expected).abs().max() <= tolerance * expected.abs().max(), shape
+
+
+def test_gated_mlp_takes_the_kernel_without_autograd_only(monkeypatch):
+    from vlmzoo.components import GatedGeluMLP
+
+    mlp = GatedGeluMLP(16, 40)
+    x = torch.randn(2, 3, 16)
+    calls = []
+    original = cpu_kernels.gelu_mul
+    monkeypatch.setattr(cpu_kernels, "gelu_mul", lambda *a: calls.append(original(*a)) or calls[-1])
+    with torch.inference_mode():
+        fused = mlp(x)
+    trained = mlp(x)
+    assert trained.grad_fn is not None and calls[0] is not None and calls[1] is None
+    torch.testing.assert_close(trained.detach(), fused, rtol=1e-5, atol=1e-6)
+
+
+def test_nan_stays_nan():
+    # generation stops on non-finite logits: a kernel that turned NaN into a number would hide a broken model
+    nan = torch.tensor([[1.0, float("nan"), -2.0, 0.5, 3.0, float("nan"), 0.0, 1.0, 2.0]])
+    assert torch.isnan(cpu_kernels.softcap(nan, 30.0)).tolist() == torch.isnan(nan).tolist()
+    assert torch.isnan(cpu_kernels.gelu_mul(nan, torch.ones_like(nan))).tolist() == torch.isnan(nan).tolist()
+    assert torch.isnan(cpu_kernels.rms_norm(nan, torch.zeros(9), 1e-6)).all()
+    q, k, v, mask = _inputs((1, 2, 1, 16, 5), torch.float32, 6)
+    k[0, 0, 2, 3] = float("nan")
+    assert torch.isnan(cpu_kernels.decode_attention(q, k, v, None, 0.25, 50.0)).all()

@@ -20,7 +20,7 @@ which ones this CPU runs, and each format takes the best of them:
   quantization, then VNNI (AVX-512 or AVX-VNNI), else AVX2's ``VPMADDUBSW``.
 
 The same extension does a decode step's work around its products in one call each where no autograd
-graph is recorded: `decode_attention`, `rms_norm`, `softcap` and `argmax` (each returns None where it does
+graph is recorded: `decode_attention`, `rms_norm`, `gelu_mul`, `softcap` and `argmax` (each returns None where it does
 not apply, and the caller runs PyTorch's operators).
 
 Prefill-sized products (more than `MAX_ROWS` rows) are compute-bound: `tiled_int8` and `tiled_int4`
@@ -264,6 +264,15 @@ def softcap(x: torch.Tensor, cap: float) -> torch.Tensor | None:
         return None
     module = _extension_for(x)
     return None if module is None else module.softcap(x, cap)
+
+
+def gelu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor | None:
+    """Gemma's gated GELU, ``gelu_tanh(gate) * up``, in float32 in one pass (in gate's dtype), or None where
+    it does not apply. PyTorch's tanh-approximate GELU took 48 µs on one 9216-wide bfloat16 row here."""
+    if not gate.is_floating_point() or gate.shape != up.shape or gate.numel() == 0:
+        return None
+    module = _extension_for(gate, up)
+    return None if module is None else module.gelu_mul(gate, up)
 
 
 def argmax(logits: torch.Tensor) -> torch.Tensor | None:

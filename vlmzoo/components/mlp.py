@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlmzoo.components import cpu_kernels
 from vlmzoo.components.linear import Linear
 
 
@@ -42,4 +43,6 @@ class GatedGeluMLP(nn.Module):
         self.down_proj = Linear(intermediate_size, hidden_size, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(gelu_tanh(self.gate_proj(x)) * self.up_proj(x))
+        gate, up = self.gate_proj(x), self.up_proj(x)
+        hidden = cpu_kernels.gelu_mul(gate, up)  # one pass on CPUs without autograd
+        return self.down_proj(gelu_tanh(gate) * up if hidden is None else hidden)

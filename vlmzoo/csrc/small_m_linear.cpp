@@ -27,7 +27,8 @@
 // * "dequantize_*": int8 / int4 rows to float32 or bfloat16, for prefill-sized products (then a GEMM).
 //
 // After the products, a decode step's other work on AVX2: attention of one query per row against its
-// cache (`decode_attention`), Gemma's RMSNorm, the output soft-cap (a vectorized tanh) and argmax.
+// cache (`decode_attention`), Gemma's RMSNorm and gated GELU, the output soft-cap (a vectorized tanh)
+// and argmax.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
@@ -753,9 +754,10 @@ torch::Tensor linear(torch::Tensor x, torch::Tensor w, std::optional<torch::Tens
 #pragma GCC target("avx2,fma")
 namespace avx2_math {
 // e^x to about 2 ulp (Cephes' expf: x = n ln2 + r, a degree-6 polynomial in r, 2^n from the exponent
-// bits); x below -87.3 gives about 1e-38, not 0.
+// bits); x below -87.3 gives about 1e-38, not 0, and NaN gives NaN.
 inline __m256 exp(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.7f));
+  // min / max return their second operand when either is NaN: x goes second, so NaN stays NaN
+  x = _mm256_min_ps(_mm256_set1_ps(88.7f), _mm256_max_ps(_mm256_set1_ps(-87.3f), x));
   const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
   r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
@@ -770,7 +772,7 @@ inline __m256 exp(__m256 x) {
 // (e^2x - 1) / (e^2x + 1) would cancel), 1 - 2 / (e^2|x| + 1) above, the sign put back.
 inline __m256 tanh(__m256 x) {
   const __m256 sign = _mm256_set1_ps(-0.f);
-  const __m256 a = _mm256_min_ps(_mm256_andnot_ps(sign, x), _mm256_set1_ps(9.f));
+  const __m256 a = _mm256_min_ps(_mm256_set1_ps(9.f), _mm256_andnot_ps(sign, x));  // NaN stays NaN
   const __m256 a2 = _mm256_mul_ps(a, a);
   __m256 p = _mm256_set1_ps(-929569.f / 638512875.f);
   for (float c : {21844.f / 6081075.f, -1382.f / 155925.f, 62.f / 2835.f, -17.f / 315.f, 2.f / 15.f, -1.f / 3.f})
@@ -791,6 +793,24 @@ inline void softcap(const float* x, float* out, int64_t n, float cap) {
     std::copy(x + i, x + n, tail);
     _mm256_storeu_ps(tail, _mm256_mul_ps(c, tanh(_mm256_mul_ps(_mm256_loadu_ps(tail), inv))));
     std::copy(tail, tail + (n - i), out + i);
+  }
+}
+// out[i] = gelu_tanh(g[i]) * u[i] = 0.5 g (1 + tanh(sqrt(2 / pi) (g + 0.044715 g^3))) * u, for i < n.
+inline void gelu_mul(const float* g, const float* u, float* out, int64_t n) {
+  const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.f), k0 = _mm256_set1_ps(0.7978845608028654f),
+               k1 = _mm256_set1_ps(0.044715f);
+  auto eight = [&](__m256 x, __m256 y) {
+    const __m256 inner = _mm256_mul_ps(k0, _mm256_fmadd_ps(_mm256_mul_ps(k1, x), _mm256_mul_ps(x, x), x));
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(half, x), _mm256_add_ps(one, tanh(inner))), y);
+  };
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, eight(_mm256_loadu_ps(g + i), _mm256_loadu_ps(u + i)));
+  if (i < n) {
+    float gt[8] = {}, ut[8] = {};
+    std::copy(g + i, g + n, gt);
+    std::copy(u + i, u + n, ut);
+    _mm256_storeu_ps(gt, eight(_mm256_loadu_ps(gt), _mm256_loadu_ps(ut)));
+    std::copy(gt, gt + (n - i), out + i);
   }
 }
 }  // namespace avx2_math
@@ -1024,6 +1044,19 @@ torch::Tensor softcap(torch::Tensor x, double cap) {
   return out.to(x.scalar_type());
 }
 
+// Gemma's gated GELU: gelu_tanh(gate) * up elementwise, in float32, returned in gate's dtype.
+torch::Tensor gelu_mul(torch::Tensor gate, torch::Tensor up) {
+  TORCH_CHECK(gate.device().is_cpu() && gate.sizes() == up.sizes() && gate.is_floating_point() && up.is_floating_point(),
+              "floating CPU gate and up of one shape expected");
+  TORCH_CHECK(has("avx2"), "this CPU lacks avx2");
+  const auto g32 = gate.to(torch::kFloat32).contiguous(), u32 = up.to(torch::kFloat32).contiguous();
+  auto out = torch::empty_like(g32);
+  const float *g = g32.data_ptr<float>(), *u = u32.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  at::parallel_for(0, out.numel(), 16384, [&](int64_t a, int64_t b) { avx2_math::gelu_mul(g + a, u + a, o + a, b - a); });
+  return out.to(gate.scalar_type());
+}
+
 // The first index of each row's largest value, x [R, V] float32 (-1 for a row holding NaN).
 torch::Tensor argmax_rows(torch::Tensor x) {
   TORCH_CHECK(x.device().is_cpu() && x.dim() == 2 && x.scalar_type() == torch::kFloat32 && x.size(1) > 0,
@@ -1058,6 +1091,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("decode_attention", &decode_attention, "one query per row against a cache: softmax(q k * scale, capped, masked) v");
   m.def("rms_norm", &rms_norm, "Gemma's RMSNorm over the last dimension, (1 + weight) scales, in float32");
   m.def("softcap", &softcap, "cap * tanh(x / cap) in float32, returned in x's dtype");
+  m.def("gelu_mul", &gelu_mul, "gelu_tanh(gate) * up in float32, returned in gate's dtype");
   m.def("argmax_rows", &argmax_rows, "first index of each row's largest value (-1 where a row holds NaN)");
   m.def("dequantize_int4", &dequantize_int4, "rows of an int4 weight (tiles), into out");
 }
