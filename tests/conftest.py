@@ -13,6 +13,7 @@ import torch
 
 import vlmzoo
 import vlmzoo.plugins
+from vlmzoo.components import cpu_kernels
 
 # Kernel choice by timing is tested on its own (tests/test_linear_kernels.py); elsewhere the fixed order
 # keeps runs reproducible and spares every test process a calibration.
@@ -122,3 +123,13 @@ def tiny_inputs(config: vlmzoo.PaliGemmaConfig, batch: int = 2, text: int = 5, s
     size = config.vision.image_size
     pixels = torch.rand(batch, config.vision.num_channels, size, size, generator=g) * 2 - 1
     return ids, pixels
+
+
+@pytest.fixture
+def fresh_extension(monkeypatch):
+    """Let a test change the CPU kernels' switch; the extension loader's cached answer is dropped before
+    and after."""
+    cpu_kernels.load_extension.cache_clear()
+    yield monkeypatch
+    monkeypatch.undo()
+    cpu_kernels.load_extension.cache_clear()

@@ -48,15 +48,6 @@ INT4_SHAPES = [
 ]
 
 
-@pytest.fixture
-def fresh_extension(monkeypatch):
-    """Let a test change the switch; the loader's cached answer is dropped before and after."""
-    cpu_kernels.load_extension.cache_clear()
-    yield monkeypatch
-    monkeypatch.undo()
-    cpu_kernels.load_extension.cache_clear()
-
-
 def _data(rows: int, out_features: int, in_features: int, seed: int):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(rows, in_features, generator=g), torch.randn(out_features, in_features, generator=g) / 8

@@ -147,14 +147,6 @@ def test_argmax_matches_pytorch_and_leaves_nan_to_it():
     assert torch.equal(Greedy()(ties, torch.zeros(2, 0, dtype=torch.long)), ties.argmax(-1))
 
 
-@pytest.fixture
-def fresh_extension(monkeypatch):
-    cpu_kernels.load_extension.cache_clear()
-    yield monkeypatch
-    monkeypatch.undo()
-    cpu_kernels.load_extension.cache_clear()
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_gelu_mul_matches_float64(dtype):
     g = torch.Generator().manual_seed(5)
