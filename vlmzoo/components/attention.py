@@ -112,10 +112,9 @@ class SdpaAttention(Attention):
     step on a CPU (one query per row) goes to the C++ extension's fused kernel instead of either."""
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        if q.shape[2] == 1 and q.device.type == "cpu":
-            out = cpu_kernels.decode_attention(q, k, v, mask, self.scale, self.softcap)
-            if out is not None:
-                return out
+        fused = cpu_kernels.decode_attention(q, k, v, mask, self.scale, self.softcap)  # None unless it applies
+        if fused is not None:
+            return fused
         if self.softcap is not None:
             return super().attend(q, k, v, mask)
         return F.scaled_dot_product_attention(

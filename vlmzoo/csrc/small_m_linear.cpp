@@ -100,6 +100,23 @@ inline float to_float(int8_t v) { return float(v); }
 #pragma GCC target("avx2,fma")
 namespace avx2 {
 inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+inline __m256 load8(const uint16_t* p) {  // eight bfloat16 values widened to float32
+  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+}
+// The layout the bfloat16 kernels read their float32 operand in: each 16 values as [8 even | 8 odd]
+// (a 16-value bfloat16 load shifted left is the even ones, masked the odd ones); the tail past the last
+// 16 as is. `unsplit` undoes it.
+inline int64_t split_index(int64_t d) { return d / 16 * 16 + (d % 2) * 8 + (d % 16) / 2; }
+inline void split(const float* x, float* xs, int64_t n) {
+  const int64_t full = n / 16 * 16;
+  for (int64_t d = 0; d < full; ++d) xs[split_index(d)] = x[d];
+  for (int64_t d = full; d < n; ++d) xs[d] = x[d];
+}
+inline void unsplit(const float* xs, float* x, int64_t n) {
+  const int64_t full = n / 16 * 16;
+  for (int64_t d = 0; d < full; ++d) x[d] = xs[split_index(d)];
+  for (int64_t d = full; d < n; ++d) x[d] = xs[d];
+}
 inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -543,10 +560,9 @@ torch::Tensor generic(torch::Tensor x, torch::Tensor w, std::optional<torch::Ten
       }
       const int64_t M = p.M, K = p.K, full = K / 16 * 16;
       const float* X = x.data_ptr<float>();
-      std::vector<float> split(M * full);
-      for (int64_t m = 0; m < M; ++m)
-        for (int64_t k = 0; k < full; ++k) split[m * full + k / 16 * 16 + (k % 2) * 8 + (k % 16) / 2] = X[m * K + k];
-      p.xaux = split.data();
+      std::vector<float> even_odd(M * full);
+      for (int64_t m = 0; m < M; ++m) avx2::split(X + m * K, even_odd.data() + m * full, full);
+      p.xaux = even_odd.data();
       run(avx2::bf16_rows, p);
       break;
     }
@@ -783,40 +799,37 @@ inline __m256 tanh(__m256 x) {
   const __m256 t = _mm256_blendv_ps(large, small, _mm256_cmp_ps(a, _mm256_set1_ps(0.55f), _CMP_LT_OQ));
   return _mm256_or_ps(t, _mm256_and_ps(x, sign));
 }
+// out[i] = f(x[i], y[i]) for i < n, eight at a time; the last few through a zero-padded buffer.
+template <typename F>
+inline void map8(const float* x, const float* y, float* out, int64_t n, F f) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, f(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  if (i < n) {
+    float xt[8] = {}, yt[8] = {};
+    std::copy(x + i, x + n, xt);
+    std::copy(y + i, y + n, yt);
+    _mm256_storeu_ps(xt, f(_mm256_loadu_ps(xt), _mm256_loadu_ps(yt)));
+    std::copy(xt, xt + (n - i), out + i);
+  }
+}
 // out[i] = cap * tanh(x[i] / cap) for i < n (out may be x).
 inline void softcap(const float* x, float* out, int64_t n, float cap) {
   const __m256 c = _mm256_set1_ps(cap), inv = _mm256_set1_ps(1.f / cap);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, _mm256_mul_ps(c, tanh(_mm256_mul_ps(_mm256_loadu_ps(x + i), inv))));
-  if (i < n) {
-    float tail[8] = {};
-    std::copy(x + i, x + n, tail);
-    _mm256_storeu_ps(tail, _mm256_mul_ps(c, tanh(_mm256_mul_ps(_mm256_loadu_ps(tail), inv))));
-    std::copy(tail, tail + (n - i), out + i);
-  }
+  map8(x, x, out, n, [&](__m256 v, __m256) { return _mm256_mul_ps(c, tanh(_mm256_mul_ps(v, inv))); });
 }
 // out[i] = gelu_tanh(g[i]) * u[i] = 0.5 g (1 + tanh(sqrt(2 / pi) (g + 0.044715 g^3))) * u, for i < n.
 inline void gelu_mul(const float* g, const float* u, float* out, int64_t n) {
   const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.f), k0 = _mm256_set1_ps(0.7978845608028654f),
                k1 = _mm256_set1_ps(0.044715f);
-  auto eight = [&](__m256 x, __m256 y) {
+  map8(g, u, out, n, [&](__m256 x, __m256 y) {
     const __m256 inner = _mm256_mul_ps(k0, _mm256_fmadd_ps(_mm256_mul_ps(k1, x), _mm256_mul_ps(x, x), x));
     return _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(half, x), _mm256_add_ps(one, tanh(inner))), y);
-  };
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, eight(_mm256_loadu_ps(g + i), _mm256_loadu_ps(u + i)));
-  if (i < n) {
-    float gt[8] = {}, ut[8] = {};
-    std::copy(g + i, g + n, gt);
-    std::copy(u + i, u + n, ut);
-    _mm256_storeu_ps(gt, eight(_mm256_loadu_ps(gt), _mm256_loadu_ps(ut)));
-    std::copy(gt, gt + (n - i), out + i);
-  }
+  });
 }
 }  // namespace avx2_math
 
 namespace avx2_attention {
-// <q, row> over D inputs: q split as for bf16_rows ([8 even | 8 odd] per 16) when the row is bfloat16.
+// <q, row> over D inputs; qs is q in `avx2::split`'s layout, for bfloat16 rows.
 inline float dot(const float* q, const float* qs, const float* row, int64_t D) {
   __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
   int64_t d = 0;
@@ -841,7 +854,7 @@ inline float dot(const float* q, const float* qs, const uint16_t* row, int64_t D
   for (; d < D; ++d) s += q[d] * bf16_to_float(row[d]);
   return s;
 }
-// acc += p * row; for bfloat16 rows acc holds [8 even | 8 odd] per 16 outputs (see `unsplit`).
+// acc += p * row; for bfloat16 rows acc is in `avx2::split`'s layout.
 inline void axpy(float p, const float* row, float* acc, int64_t D) {
   const __m256 pv = _mm256_set1_ps(p);
   int64_t d = 0;
@@ -859,17 +872,6 @@ inline void axpy(float p, const uint16_t* row, float* acc, int64_t D) {
   }
   for (; d < D; ++d) acc[d] += p * bf16_to_float(row[d]);
 }
-inline void split(const float* x, float* xs, int64_t D) {  // [8 even | 8 odd] per 16; the tail as is
-  const int64_t full = D / 16 * 16;
-  for (int64_t d = 0; d < full; ++d) xs[d / 16 * 16 + (d % 2) * 8 + (d % 16) / 2] = x[d];
-  for (int64_t d = full; d < D; ++d) xs[d] = x[d];
-}
-inline void unsplit(const float* xs, float* x, int64_t D) {
-  const int64_t full = D / 16 * 16;
-  for (int64_t d = 0; d < full; ++d) x[d] = xs[d / 16 * 16 + (d % 2) * 8 + (d % 16) / 2];
-  for (int64_t d = full; d < D; ++d) x[d] = xs[d];
-}
-
 // q [B, H, D] float32; k, v [B, KV, S, D] (rows contiguous, any batch / head strides); mask [B, S] bool
 // (True: may attend) or none; out [B, H, D] float32. Each task is one (row, query head).
 template <typename T>
@@ -881,7 +883,7 @@ void heads(const float* Q, const T* Kc, const T* Vc, const bool* mask, float* ou
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t b = t / H, h = t % H, g = h / (H / KV);
     const float* q = Q + t * D;
-    if (half) split(q, qs.data(), D);
+    if (half) avx2::split(q, qs.data(), D);
     const T* keys = Kc + b * kb + g * kh;
     const T* values = Vc + b * vb + g * vh;
     const bool* allowed = mask ? mask + b * S : nullptr;
@@ -903,7 +905,7 @@ void heads(const float* Q, const T* Kc, const T* Vc, const bool* mask, float* ou
     for (int64_t j = 0; j < S; ++j)
       if (!allowed || allowed[j]) axpy(scores[j] / total, values + j * D, acc.data(), D);
     if (half)
-      unsplit(acc.data(), out + t * D, D);
+      avx2::unsplit(acc.data(), out + t * D, D);
     else
       std::copy(acc.begin(), acc.end(), out + t * D);
   }
@@ -951,10 +953,6 @@ torch::Tensor decode_attention(torch::Tensor q, torch::Tensor k, torch::Tensor v
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
 namespace avx2_rows {
-inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 load8(const uint16_t* p) {
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
-}
 // Gemma's RMSNorm of each row of x [R, D]: x * rsqrt(mean(x^2) + eps) * (1 + w), in float32, rounded
 // once to T (float32 or bfloat16) into out.
 template <typename T>
@@ -964,7 +962,7 @@ void rms_rows(const T* x, const float* w, T* out, int64_t D, float eps, int64_t 
     __m256 a = _mm256_setzero_ps();
     int64_t d = 0;
     for (; d + 8 <= D; d += 8) {
-      const __m256 v = load8(row + d);
+      const __m256 v = avx2::load8(row + d);
       a = _mm256_fmadd_ps(v, v, a);
     }
     float ss = avx2::hsum(a);
