@@ -14,6 +14,7 @@ import torch
 import vlmzoo
 import vlmzoo.plugins
 from vlmzoo.components import cpu_kernels
+from vlmzoo.generation import GenerationStep
 
 # Kernel choice by timing is tested on its own (tests/test_linear_kernels.py); elsewhere the fixed order
 # keeps runs reproducible and spares every test process a calibration.
@@ -111,6 +112,29 @@ def tiny_config(**decoder) -> vlmzoo.PaliGemmaConfig:
         decoder=dec,
         image_token_id=dec.vocab_size - 1,
     )
+
+
+class ScriptedAnswers(torch.nn.Module):
+    """Stands in for a model that answers with fixed texts (one per row, through ``processor``'s tokenizer),
+    every chosen token at probability 1, so what scores its answers is checked exactly."""
+
+    def __init__(self, processor, texts: list[str]) -> None:
+        super().__init__()
+        self.processor, self.texts = processor, texts
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    device = property(lambda self: self.anchor.device)
+    dtype = property(lambda self: self.anchor.dtype)
+
+    def generate(self, input_ids, callback=None, **_):
+        tokenizer, pad = self.processor.tokenizer, self.processor.pad_token_id
+        ids = [tokenizer.encode(t, add_special_tokens=False).ids for t in self.texts]
+        width = max(map(len, ids))
+        tokens = torch.tensor([row + [pad] * (width - len(row)) for row in ids])
+        for index, column in enumerate(tokens.T):
+            logits = torch.zeros(len(ids), tokenizer.get_vocab_size()).scatter(1, column[:, None], 100.0)
+            callback(GenerationStep(index, column, torch.zeros(len(ids), dtype=torch.bool), logits))
+        return tokens
 
 
 def tiny_inputs(config: vlmzoo.PaliGemmaConfig, batch: int = 2, text: int = 5, seed: int = 0):

@@ -11,10 +11,10 @@ import PIL.Image
 import PIL.ImageDraw
 import pytest
 import torch
+from conftest import ScriptedAnswers
 from tiny_tokenizer import make_tiny_processor_dir
 
 import vlmzoo
-from vlmzoo.generation import GenerationStep
 from vlmzoo.tasks import format_objects, get_postprocessor, mask_to_rle
 from vlmzoo.training import Collator, DataError, load_records, validate
 from vlmzoo.training.data import EpochIndex, RecordDataset
@@ -286,36 +286,18 @@ def test_segment_records_are_scored_from_generated_answers(processor, vae):
     processor.mask_vae = vae
     perfect = Collator(processor).suffix(records[0], image.size)
 
-    class Answers(torch.nn.Module):
-        def __init__(self, texts):
-            super().__init__()
-            self.texts = texts
-            self.anchor = torch.nn.Parameter(torch.zeros(1))
-
-        device = property(lambda self: self.anchor.device)
-        dtype = property(lambda self: self.anchor.dtype)
-
-        def generate(self, input_ids, callback=None, **_):
-            ids = [processor.tokenizer.encode(t, add_special_tokens=False).ids for t in self.texts]
-            width = max(map(len, ids))
-            tokens = torch.tensor([row + [processor.pad_token_id] * (width - len(row)) for row in ids])
-            for index, column in enumerate(tokens.T):  # every chosen token at probability 1
-                logits = torch.zeros(len(ids), processor.tokenizer.get_vocab_size()).scatter(1, column[:, None], 100.0)
-                callback(GenerationStep(index, column, torch.zeros(len(ids), dtype=torch.bool), logits))
-            return tokens
-
     try:
-        scores = segmentation_scores(Answers([perfect]), processor, records)
+        scores = segmentation_scores(ScriptedAnswers(processor, [perfect]), processor, records)
         assert scores["segment_examples"] == 1 and scores["segment_invalid"] == 0
         assert scores["segment_miou"] > 0.85 and scores["segment_boxacc@0.5"] == 1.0  # the VQ-VAE's round trip
         assert scores["segment_AP50"] == pytest.approx(1.0) and scores["segment_AR100"] > 0.5  # COCO mask figures
         tokens = re.findall(r"<[^>]+>", perfect)
         assert len(tokens) == 20
         moved = "<loc0000><loc0000><loc0200><loc0200>" + "".join(tokens[4:]) + " square"
-        scores = segmentation_scores(Answers([moved]), processor, records)
+        scores = segmentation_scores(ScriptedAnswers(processor, [moved]), processor, records)
         assert scores["segment_miou"] == 0 and scores["segment_boxacc@0.5"] == 0 and scores["segment_mAP"] == 0
         truncated = "".join(tokens[:19]) + " square"  # 15 of the 16 codes
-        scores = segmentation_scores(Answers([truncated]), processor, records)
+        scores = segmentation_scores(ScriptedAnswers(processor, [truncated]), processor, records)
         assert scores["segment_invalid"] == 1 and scores["segment_miou"] == 0
     finally:
         processor.mask_vae = None

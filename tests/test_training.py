@@ -9,12 +9,11 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import ScriptedAnswers, tiny_config
 from tiny_tokenizer import TINY_VOCAB_SIZE, make_tiny_processor_dir
 
 import vlmzoo
 from vlmzoo.cli import main
-from vlmzoo.generation import GenerationStep
 from vlmzoo.training import (
     Collator,
     DataError,
@@ -518,27 +517,7 @@ def test_detection_records_are_scored_through_the_detect_postprocessor(processor
              "<loc0600><loc0600><loc0900><loc0900> dog"]  # fmt: skip
     records = load_records([(image, "detect cat", truth[0]), (image, "detect dog", truth[1]), (image, "ocr", "x")])
 
-    class Answers(torch.nn.Module):
-        """Stands in for a model that answers with fixed texts, so the scoring is checked exactly."""
-
-        def __init__(self, texts):
-            super().__init__()
-            self.texts = texts
-            self.anchor = torch.nn.Parameter(torch.zeros(1))
-
-        device = property(lambda self: self.anchor.device)
-        dtype = property(lambda self: self.anchor.dtype)
-
-        def generate(self, input_ids, callback=None, **_):
-            ids = [processor.tokenizer.encode(t, add_special_tokens=False).ids for t in self.texts]
-            width = max(map(len, ids))
-            tokens = torch.tensor([row + [processor.pad_token_id] * (width - len(row)) for row in ids])
-            for index, column in enumerate(tokens.T):  # every chosen token at probability 1
-                logits = torch.zeros(len(ids), processor.tokenizer.get_vocab_size()).scatter(1, column[:, None], 100.0)
-                callback(GenerationStep(index, column, torch.zeros(len(ids), dtype=torch.bool), logits))
-            return tokens
-
-    perfect = detection_scores(Answers(truth), processor, records, batch_size=4)
+    perfect = detection_scores(ScriptedAnswers(processor, truth), processor, records, batch_size=4)
     assert perfect == {"detect_precision": 1.0, "detect_recall": 1.0, "detect_examples": 2,
                        "detect_mAP": 1.0, "detect_AP50": 1.0, "detect_AP75": 1.0, "detect_AR100": 1.0}  # fmt: skip
     # One dog box moved off its object, one extra cat box: 2 found of 4 guesses and 3 true boxes.
@@ -546,7 +525,7 @@ def test_detection_records_are_scored_through_the_detect_postprocessor(processor
         "<loc0100><loc0100><loc0500><loc0500> cat ; <loc0700><loc0000><loc0900><loc0200> cat",
         "<loc0000><loc0000><loc0200><loc0200> dog ; <loc0000><loc0600><loc0300><loc0900> dog",
     ]
-    scores = detection_scores(Answers(guesses), processor, records, batch_size=4)
+    scores = detection_scores(ScriptedAnswers(processor, guesses), processor, records, batch_size=4)
     assert scores["detect_precision"] == pytest.approx(2 / 4) and scores["detect_recall"] == pytest.approx(2 / 3)
     # COCO: the cat's exact box ranks first (equal scores keep the answer's order): AP 1; one dog of two
     # found, at precision 1: 51 of the 101 recall points, at every IoU threshold.
