@@ -6,7 +6,6 @@ and assigned in place of its meta parameter: the weights are never held twice.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,6 +25,7 @@ from vlmzoo.checkpoints.safetensors_io import (
 )
 from vlmzoo.dtypes import resolve_dtype
 from vlmzoo.errors import InvalidFileError, VlmzooError
+from vlmzoo.json_files import read_json_object
 from vlmzoo.paligemma.checkpoint_keys import to_vlmzoo_key
 from vlmzoo.paligemma.config_json import config_from_json
 from vlmzoo.paligemma.hf_config import ConfigConversionError
@@ -109,17 +109,6 @@ def read_config(directory: Path, name: str | None = None, registries=None):
         return config, data, family
     except ConfigConversionError as exc:
         raise exc.with_path(path) from None
-
-
-def read_json_object(path: Path) -> dict:
-    """A JSON file that must hold an object; any other content raises `InvalidFileError` naming the file."""
-    try:
-        data = json.loads(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise InvalidFileError(path, f"not valid JSON ({exc}); download or save it again") from None
-    if not isinstance(data, dict):
-        raise InvalidFileError(path, f"must hold a JSON object, not a {type(data).__name__}")
-    return data
 
 
 def _checkpoint_dtype(config_data: dict, config_path: Path, files: list[Path]) -> torch.dtype:

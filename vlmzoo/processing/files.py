@@ -7,10 +7,10 @@ transformers, under ``image_processor``).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from vlmzoo.errors import InvalidFileError
+from vlmzoo.json_files import read_json_object
 from vlmzoo.values import is_integer
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -22,13 +22,7 @@ MODEL_CONFIG_FILE = "config.json"
 
 def read_json(path: Path) -> dict:
     """A processor file that must hold a JSON object; anything else raises `InvalidFileError` naming it."""
-    try:
-        data = json.loads(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
-        raise InvalidFileError(path, f"not valid JSON ({err}); re-download or re-save the processor files") from None
-    if not isinstance(data, dict):
-        raise InvalidFileError(path, f"must hold a JSON object, not a {type(data).__name__}")
-    return data
+    return read_json_object(path, "re-download or re-save the processor files")
 
 
 def text_config_length(path: Path, data: dict, default: int) -> int:
