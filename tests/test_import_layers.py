@@ -19,7 +19,10 @@ import pytest
 #: it; an import may go to the same layer or a lower one, never a higher one. A family folder
 #: (``vlmzoo.paligemma``, ``vlmzoo.siglip``) holds that family's piece of several layers.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("vlmzoo.errors", "vlmzoo.values", "vlmzoo.dtypes", "vlmzoo.devices", "vlmzoo.progress")),
+    (
+        "base",
+        ("vlmzoo.errors", "vlmzoo.values", "vlmzoo.json_files", "vlmzoo.dtypes", "vlmzoo.devices", "vlmzoo.progress"),
+    ),
     ("configs", ("vlmzoo.config", "vlmzoo.siglip.config")),
     ("registry", ("vlmzoo.registry", "vlmzoo.hookspecs", "vlmzoo.variants", "vlmzoo.families", "vlmzoo.plugins")),
     ("components", ("vlmzoo.components",)),
