@@ -37,6 +37,7 @@ QUALITY_BARS = {"detect_shape": 0.9, "detect_colour_shape": 0.8, "detect_two_sha
 SEGMENT_BARS = {"miou": 0.85, "boxacc@0.5": 0.9}
 MAX_INVALID_RATE = 0.02
 
+
 def evaluate(
     vlm: vlmzoo.VisionLanguageModel, seed: int = 1000, num_images: int = 200, size: int = 224, batch_size: int = 32
 ) -> dict[str, dict[str, float]]:

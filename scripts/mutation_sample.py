@@ -45,7 +45,7 @@ def mutants() -> dict[str, dict[str, int | None]]:
     by_package: dict[str, dict[str, int | None]] = {package: {} for package in PACKAGES.values()}
     metas = sorted((ROOT / "mutants" / "vlmzoo").rglob("*.meta"), key=lambda path: path.as_posix())
     if not metas:
-        raise SystemExit("no mutants/ yet: run `bash scripts/mutation.sh \"vlmzoo.processing.batch.*\"` once first")
+        raise SystemExit('no mutants/ yet: run `bash scripts/mutation.sh "vlmzoo.processing.batch.*"` once first')
     for meta in metas:
         module = meta.relative_to(ROOT / "mutants" / "vlmzoo").as_posix().removesuffix(".meta")
         package = next((p for prefix, p in PACKAGES.items() if module.startswith(prefix)), None)

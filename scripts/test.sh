@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Set up ./.venv (scripts/setup.sh --dev), then lint, build the docs strictly and run the test suite:
-# exactly what CI runs.
+# Set up ./.venv (scripts/setup.sh --dev), then lint and check the formatting, build the docs strictly and
+# run the test suite: exactly what CI runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +8,7 @@ bash scripts/setup.sh --dev
 py=.venv/bin/python
 
 $py -m ruff check vlmzoo tests benchmarks plugins scripts
+$py -m ruff format --check vlmzoo tests benchmarks plugins scripts
 # Imports flow one way (pyproject.toml's [tool.importlinter]; tests/test_import_layers.py checks the rest).
 imports_log="$(mktemp)"
 if ! .venv/bin/lint-imports --no-cache >"$imports_log" 2>&1; then

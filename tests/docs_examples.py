@@ -37,9 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PAGES = sorted(
-    [*REPO_ROOT.glob("docs/**/*.md"), REPO_ROOT / "README.md", *REPO_ROOT.glob("plugins/*/README.md")]
-)
+PAGES = sorted([*REPO_ROOT.glob("docs/**/*.md"), REPO_ROOT / "README.md", *REPO_ROOT.glob("plugins/*/README.md")])
 
 _FENCE = re.compile(
     r"(?:<!--\s*docs-test:\s*(?P<directive>[a-z]+)(?P<reason>[^>]*?)-->\s*\n)?"

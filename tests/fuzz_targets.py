@@ -167,8 +167,7 @@ def _safetensors_files(draw) -> bytes:
         {
             "dtype": st.sampled_from(_DTYPE_NAMES) | json_values,
             "shape": st.lists(st.integers(-3, 2**40) | st.integers(0, 5), max_size=3) | json_values,
-            "data_offsets": st.lists(st.integers(-5, 2**34) | st.integers(0, 64), min_size=2, max_size=2)
-            | json_values,
+            "data_offsets": st.lists(st.integers(-5, 2**34) | st.integers(0, 64), min_size=2, max_size=2) | json_values,
         }
     )
     header = draw(st.dictionaries(st.text(max_size=6), entry | json_values, max_size=4) | json_values)
@@ -449,6 +448,8 @@ def fuzz_task_parsers(example: tuple[str, str, Any]) -> None:
 
 
 _rle_counts = st.one_of(st.lists(st.integers(-3, 40), max_size=8), st.text(max_size=12), st.binary(max_size=12))
+
+
 @st.composite
 def _valid_rles(draw) -> dict:
     from vlmzoo.tasks import mask_to_rle

@@ -51,8 +51,10 @@ def test_init_std_sets_the_spread_of_random_weights():
     for model, std in ((narrow, 0.02), (wide, 0.1)):
         weight = model.language_model.layers[0].mlp.gate_proj.weight
         assert weight.std().item() == pytest.approx(std, rel=0.05)
-    assert torch.equal(wide.language_model.layers[0].mlp.gate_proj.weight, vlmzoo.build(
-        "shapes-demo", seed=0, init_std=0.1).language_model.layers[0].mlp.gate_proj.weight)
+    assert torch.equal(
+        wide.language_model.layers[0].mlp.gate_proj.weight,
+        vlmzoo.build("shapes-demo", seed=0, init_std=0.1).language_model.layers[0].mlp.gate_proj.weight,
+    )
     with pytest.raises(ValueError, match="init_std must be positive"):
         vlmzoo.build("shapes-demo", init_std=0)
     with pytest.raises(ValueError, match="init_std only applies with init='random'"):

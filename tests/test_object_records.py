@@ -260,7 +260,10 @@ def test_segmentation_tally_follows_big_visions_definitions():
         mask[y0:y1, x0:x1] = True
         return mask
 
-    truth = [TrueObject("a", (0, 0, 10, 10), square(0, 0, 10, 10)), TrueObject("a", (10, 10, 20, 20), square(10, 10, 20, 20))]  # noqa: E501
+    truth = [
+        TrueObject("a", (0, 0, 10, 10), square(0, 0, 10, 10)),
+        TrueObject("a", (10, 10, 20, 20), square(10, 10, 20, 20)),
+    ]  # noqa: E501
     half = DetectedObject("a", (0, 0, 10, 10), mask=square(0, 0, 10, 5), seg_codes=(0,) * 16, locs=(0, 0, 500, 500))
     cut_off = DetectedObject("a", (10, 10, 20, 20), mask=None, seg_codes=None, locs=(500, 500, 1000, 1000))
     tally = SegmentationTally()

@@ -185,6 +185,7 @@ def test_int8_quantizes_large_weights_a_block_of_rows_at_a_time(monkeypatch):
     assert torch.equal(whole[0], blocks[0]) and torch.equal(whole[1], blocks[1])
     assert int(blocks[0].abs().amax(dim=1).min()) >= 126  # every row, the last blocks too, spans the range
 
+
 def test_quantized_embedding_looks_up_its_own_rows_and_keeps_its_dtype_through_moves_and_casts():
     from torch import nn
 

@@ -93,9 +93,7 @@ def test_detect_suffix_lists_every_match_in_query_order():
     first, second, third = (box[s.box] for s in scene.shapes)
     assert shapes.detect_suffix(scene, ["circle"]) == f"{first} circle ; {third} circle"
     assert shapes.detect_suffix(scene, ["blue circle"]) == f"{third} blue circle"
-    assert shapes.detect_suffix(scene, ["square", "circle"]) == (
-        f"{second} square ; {first} circle ; {third} circle"
-    )
+    assert shapes.detect_suffix(scene, ["square", "circle"]) == (f"{second} square ; {first} circle ; {third} circle")
     assert shapes.detect_suffix(scene, ["triangle"]) == shapes.NO_MATCH == "none"
     assert shapes.detect_suffix(scene, ["green circle"]) == "none"
     assert shapes.caption_text(scene.shapes) == "a red circle, a blue square and a blue circle"

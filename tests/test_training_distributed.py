@@ -87,7 +87,10 @@ print(json.dumps({"returned": type(model).__name__, "fsdp_objects": alive, "grou
 
 
 def test_fsdp_run_returns_the_gathered_model_on_rank_0_and_leaves_nothing_sharded(
-    tmp_path, data_file, processor_dir, processor  # noqa: F811
+    tmp_path,
+    data_file,  # noqa: F811 - the fixtures imported above
+    processor_dir,  # noqa: F811
+    processor,  # noqa: F811
 ):
     # A sharded model left alive holds the destroyed process group until the interpreter exits.
     config_path = write_config(tmp_path / "run.toml", processor_dir, processor)

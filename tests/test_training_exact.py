@@ -235,7 +235,7 @@ def test_lora_adapters_resume_exactly_and_a_mismatch_names_the_file(tmp_path):
         assert (unexpected or "[]") in message.split("unexpected")[1]
 
 
-@pytest.mark.parametrize("text", [None, '{"step": 4,', "{\"step\": \"caf\u00e9\"}"])
+@pytest.mark.parametrize("text", [None, '{"step": 4,', '{"step": "caf\u00e9"}'])
 def test_a_checkpoint_state_file_is_read_as_utf8_or_refused_by_name(tmp_path, text):
     from vlmzoo.training.checkpointing import STATE_FILE, CheckpointError, read_state
 

@@ -47,6 +47,7 @@ def train(model: Any, processor: Any = None, train_data: Any = None, eval_data: 
 
     return _train(model, processor, train_data, eval_data, **options)
 
+
 __all__ = [
     "CheckpointMismatchError",
     "CheckpointNotFoundError",

@@ -81,8 +81,10 @@ def resolve_device(device: torch.device | str | int | None, *, default: str = "c
         return resolved
     available = available_devices()
     kind_present = any(name.split(":")[0] == resolved.type for name in available)
-    index_present = resolved.index is None or f"{resolved.type}:{resolved.index}" in available or (
-        resolved.type == "mps" and resolved.index == 0
+    index_present = (
+        resolved.index is None
+        or f"{resolved.type}:{resolved.index}" in available
+        or (resolved.type == "mps" and resolved.index == 0)
     )
     if not (kind_present and index_present):
         why = "" if kind_present else _why_missing(resolved.type)

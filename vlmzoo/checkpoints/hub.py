@@ -105,9 +105,7 @@ def resolve(
         options["cache_dir"] = os.fspath(cache_dir)
     try:
         return Path(
-            huggingface_hub.snapshot_download(
-                name, revision=revision, token=token, allow_patterns=patterns, **options
-            )
+            huggingface_hub.snapshot_download(name, revision=revision, token=token, allow_patterns=patterns, **options)
         )
     except LocalEntryNotFoundError as exc:
         raise CheckpointNotFoundError(

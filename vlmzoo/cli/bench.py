@@ -35,8 +35,10 @@ def _bench(args: argparse.Namespace) -> int:
         announce_device(model.device, args.device)
     weight_bytes = decode_weight_bytes(model)
     device = str(model.device)
-    print(f"{name}: {str(model.dtype).removeprefix('torch.')}, quantize={args.quantize}, {device}, "
-          f"{torch.get_num_threads()} threads, {weight_bytes / 2**20:.0f} MiB read per decode step")
+    print(
+        f"{name}: {str(model.dtype).removeprefix('torch.')}, quantize={args.quantize}, {device}, "
+        f"{torch.get_num_threads()} threads, {weight_bytes / 2**20:.0f} MiB read per decode step"
+    )
     print(f"{'batch':>5} {'TTFT s':>8} {'decode tok/s':>13} {'step ms':>8} {'GB/s':>6} {'of bound':>8}")
     for batch in args.batch:
         inputs = random_inputs(model.config, batch, args.text_tokens)

@@ -167,8 +167,11 @@ def register(commands) -> None:
     what.add_argument("--question", help="the question for answer")
     what.add_argument("--lang", help="language code for caption / answer (default: en)")
     what.add_argument("--prompt", help="a raw prompt instead of --task, e.g. 'caption en' or 'detect cat'")
-    what.add_argument("--vae", help="segment's mask VQ-VAE: vae-oid.npz or its safetensors conversion (default: the "
-                      "model's own, else big_vision's, downloaded once)")
+    what.add_argument(
+        "--vae",
+        help="segment's mask VQ-VAE: vae-oid.npz or its safetensors conversion (default: the "
+        "model's own, else big_vision's, downloaded once)",
+    )
     what.add_argument("--bins", type=int, choices=(1023, 1024), help="box decoding convention (default 1023)")
     out = gen.add_argument_group("output")
     out.add_argument("--json", action="store_true", help="one JSON object per image instead of text")

@@ -63,8 +63,7 @@ def check_finite(logits: torch.Tensor, step: int, dtype: torch.dtype) -> None:
     )
     where = "the prompt" if step == 0 else f"new token {step}"
     raise GenerationError(
-        f"the model produced non-finite logits (NaN or inf) at {where}, batch row(s) {rows}; "
-        f"likely cause: {cause}"
+        f"the model produced non-finite logits (NaN or inf) at {where}, batch row(s) {rows}; likely cause: {cause}"
     )
 
 

@@ -261,7 +261,8 @@ def config_to_hf(config: PaliGemmaConfig, dtype: str = "float32") -> dict[str, A
     differences = hf_differences(config)
     if differences:
         raise ConfigConversionError(
-            "this model has no faithful Hugging Face PaliGemma form: " + "; ".join(differences)
+            "this model has no faithful Hugging Face PaliGemma form: "
+            + "; ".join(differences)
             + ". save_pretrained keeps it whole in vlmzoo's own config.json format (model_type 'vlmzoo')."
         )
     vision, decoder = config.vision, config.decoder

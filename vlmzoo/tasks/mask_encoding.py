@@ -93,9 +93,7 @@ class MaskEncoder(nn.Module):
         for out in DOWN_CHANNELS:
             layers += [SameConv2d(channels, out, kernel_size, stride=2), nn.ReLU()]
             channels = out
-        self.encoder = nn.Sequential(
-            *layers, ResBlock(channels), ResBlock(channels), SameConv2d(channels, CODE_DIM, 1)
-        )
+        self.encoder = nn.Sequential(*layers, ResBlock(channels), ResBlock(channels), SameConv2d(channels, CODE_DIM, 1))
 
     def forward(self, masks: torch.Tensor) -> torch.Tensor:
         """Masks [N, 64, 64] in [-1, 1] → the encoder's output [N, 4, 4, 512] (before quantization)."""
@@ -115,9 +113,7 @@ class MaskEncoder(nn.Module):
 
 def nearest_codes(vectors: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     """Index of the nearest codebook row (L2) for each row of ``vectors``; ties go to the lower index."""
-    distances = (
-        vectors.pow(2).sum(1, keepdim=True) + codebook.pow(2).sum(1)[None] - 2.0 * vectors @ codebook.T
-    )
+    distances = vectors.pow(2).sum(1, keepdim=True) + codebook.pow(2).sum(1)[None] - 2.0 * vectors @ codebook.T
     return distances.argmin(1)
 
 

@@ -29,9 +29,7 @@ def located_prompt(prefix: str) -> tuple[str, list[str]] | None:
     return words[0], [label for label in labels if label]
 
 
-def located_suffix(
-    prefix: str, objects: Sequence[DetectedObject], image_size: Any, *, bins: int = DEFAULT_BINS
-) -> str:
+def located_suffix(prefix: str, objects: Sequence[DetectedObject], image_size: Any, *, bins: int = DEFAULT_BINS) -> str:
     """The target text of a ``detect`` / ``segment`` prompt for ``objects`` (label, box and, to segment,
     ``seg_codes``), in the order given. Raises ValueError for another prompt or a segment object
     without codes."""

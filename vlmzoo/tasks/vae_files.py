@@ -55,9 +55,10 @@ def fetch(url: str, destination: Path) -> None:
         expected = response.headers.get("Content-Length")
         total = int(expected) if expected and expected.isdigit() else None
         written = 0
-        with open(destination, "wb") as out, progress_bar(
-            total=total, unit="B", unit_scale=True, desc=DEFAULT_VAE_NAME
-        ) as bar:
+        with (
+            open(destination, "wb") as out,
+            progress_bar(total=total, unit="B", unit_scale=True, desc=DEFAULT_VAE_NAME) as bar,
+        ):
             while chunk := response.read(1 << 20):
                 out.write(chunk)
                 written += len(chunk)

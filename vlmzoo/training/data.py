@@ -351,10 +351,16 @@ def _mask(value: Any, base: Path | None) -> tuple[Any, str | None]:
             area = size[0] * size[1]
             return value, f"the mask RLE's run lengths add up to {sum(counts)}, not height x width = {area}"
         return value, None
-    if isinstance(value, list) and value and all(
-        isinstance(p, list) and len(p) >= 6 and len(p) % 2 == 0
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in p)
-        for p in value
+    if (
+        isinstance(value, list)
+        and value
+        and all(
+            isinstance(p, list)
+            and len(p) >= 6
+            and len(p) % 2 == 0
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in p)
+            for p in value
+        )
     ):
         return value, None
     return value, (

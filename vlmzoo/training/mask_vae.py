@@ -128,4 +128,3 @@ def train_mask_vae(
         if step % 50 == 0:
             bar.set_postfix(bce=f"{reconstruction.item():.4f}", codes=int((~unused).sum()))
     return vae.eval()
-
