@@ -187,35 +187,13 @@ def test_the_later_stages_still_run(tmp_path, offline, config):
     from vlmzoo.components.quantized import dequantize_int4, quantize_int4
 
     out = tmp_path / "run"
-    code = main(
-        [
-            "--quiet",
-            "train",
-            "--config",
-            str(config),
-            "--model",
-            str(BUNDLED),
-            "--output-dir",
-            str(out),
-            "--max-steps",
-            "3",
-            "--train-data",
-            '{"generator": "shapes", "seed": 5, "images": 4, "size": 112}',
-            "--eval-data",
-            '{"generator": "shapes", "seed": 6, "images": 2, "size": 112}',
-            "--eval-every",
-            "3",
-            "--no-eval-detection",
-            "--batch-size",
-            "4",
-            "--num-workers",
-            "0",
-            "--learning-rate",
-            "1e-2",
-            "--warmup-steps",
-            "0",
-        ]
-    )  # weights move well off int4's levels; fmt: skip
+    # fmt: off
+    code = main(["--quiet", "train", "--config", str(config), "--model", str(BUNDLED), "--output-dir", str(out),
+                 "--max-steps", "3", "--train-data", '{"generator": "shapes", "seed": 5, "images": 4, "size": 112}',
+                 "--eval-data", '{"generator": "shapes", "seed": 6, "images": 2, "size": 112}', "--eval-every", "3",
+                 "--no-eval-detection", "--batch-size", "4", "--num-workers", "0",
+                 "--learning-rate", "1e-2", "--warmup-steps", "0"])  # weights move well off int4's levels
+    # fmt: on
     assert code == 0
     trained = vlmzoo.load(out)
     assert trained.segment(shapes.generate_scene(random.Random(6), size=112).image, "circle").image_size == (112, 112)
